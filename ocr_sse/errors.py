@@ -1,0 +1,61 @@
+"""The three ways an upload, or a file of it, can fail.
+
+Each error carries what the wire needs to report it, so the code that
+detects a problem decides how the client hears of it:
+
+* :class:`Refused`: the request is turned away before the stream starts,
+  with an RFC 9457 problem response;
+* :class:`UploadFailed`: the stream ends early with ``processing_error``;
+* :class:`InvalidImage`: one file fails validation with an
+  ``image_validation_error``, and the upload goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .events import ErrorCode, ErrorType
+
+__all__ = ("InvalidImage", "Refused", "UploadFailed", "describe")
+
+
+class Refused(Exception):
+    """The request is refused before the stream starts."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class UploadFailed(Exception):
+    """The upload cannot go on; the stream ends with ``processing_error``."""
+
+    def __init__(self, error_type: ErrorType, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class InvalidImage(Exception):
+    """One file failed validation."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def describe(exc: BaseException) -> str:
+    """One short line saying what *exc* is about, safe to show a client."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return lines[0][:200]

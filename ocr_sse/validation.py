@@ -1,0 +1,168 @@
+"""Validation of one uploaded file, pure: bytes in, image facts or an error out.
+
+The checks run in the contract's order, cheapest first:
+
+1. :func:`check_arrival` once the file's bytes are counted: empty, over the
+   per-file size limit, past the per-upload count limit;
+2. :func:`detect_format` on the first bytes: magic-byte detection against
+   the allow-list;
+3. :func:`decode` in an executor: a full decode with Pillow, restricted to
+   the detected format, under a pixel limit.
+
+Every failure is an :class:`~ocr_sse.errors.InvalidImage` carrying the
+contract's error code.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import BinaryIO
+
+import attrs
+import filetype
+from PIL import Image
+
+from .errors import InvalidImage, describe
+from .events import (
+    CorruptedFile,
+    CountLimitExceeded,
+    EmptyFile,
+    FileSizeExceeded,
+    ImageFileInfo,
+    UnsupportedFormat,
+    utc_now,
+)
+
+__all__ = (
+    "KNOWN_FORMATS",
+    "DetectedFormat",
+    "check_arrival",
+    "decode",
+    "detect_format",
+    "validate",
+)
+
+#: MIME type detected from the magic bytes -> Pillow's name of the format.
+#: An animated PNG is still a PNG to Pillow and to every OCR engine.
+_PILLOW_FORMATS = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/apng": "PNG",
+    "image/webp": "WEBP",
+    "image/tiff": "TIFF",
+    "image/bmp": "BMP",
+    "image/gif": "GIF",
+}
+
+#: The format names an allow-list may hold.
+KNOWN_FORMATS = frozenset(_PILLOW_FORMATS.values())
+
+#: filetype looks no further than this into a file.
+HEAD_SIZE = 8192
+
+
+@attrs.frozen(kw_only=True)
+class DetectedFormat:
+    """An accepted image type, as the magic bytes tell it."""
+
+    mime: str
+    pillow: str
+
+
+def check_arrival(
+    *, file_index: int, size: int, max_file_size: int, max_files: int
+) -> None:
+    """Refuse a file by its size and position alone, before looking inside."""
+    if size == 0:
+        raise InvalidImage(EmptyFile(), "file is empty")
+    if size > max_file_size:
+        raise InvalidImage(
+            FileSizeExceeded(actual=size, limit=max_file_size),
+            f"file is {size} bytes, over the limit of {max_file_size} bytes",
+        )
+    if file_index >= max_files:
+        raise InvalidImage(
+            CountLimitExceeded(count=file_index + 1, limit=max_files),
+            f"file {file_index + 1} is over the limit of {max_files} files"
+            " per upload",
+        )
+
+
+def detect_format(head: bytes, *, allowed: Collection[str]) -> DetectedFormat:
+    """Tell the image type from the magic bytes at the start of a file."""
+    kind = filetype.guess(head[:HEAD_SIZE])
+    mime = kind.mime if kind is not None else "unknown"
+    pillow = _PILLOW_FORMATS.get(mime)
+    if pillow is None or pillow not in allowed:
+        raise InvalidImage(
+            UnsupportedFormat(detected=mime), f"unsupported format: {mime}"
+        )
+    return DetectedFormat(mime=mime, pillow=pillow)
+
+
+def decode(
+    source: BinaryIO, detected: DetectedFormat, *, max_pixels: int
+) -> tuple[int, int]:
+    """Decode every pixel of the image in *source*; return its width and height.
+
+    Blocks for as long as the decoder runs: call it from an executor.
+    """
+    # Pillow's own guard warns past MAX_IMAGE_PIXELS and raises past twice
+    # that; a warning is treated as the error it is by lowering our limit.
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    try:
+        with Image.open(source, formats=(detected.pillow,)) as image:
+            width, height = image.size
+            if width * height > limit:
+                raise InvalidImage(
+                    CorruptedFile(),
+                    f"image is {width}x{height} pixels, over the limit of"
+                    f" {limit} pixels",
+                )
+            # load(), not verify(): verify() checks nothing of JPEG data, and
+            # a truncated image fails only when its pixels are decoded.
+            image.load()
+    except InvalidImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImage(
+            CorruptedFile(),
+            f"image has more pixels than the limit of {limit} pixels",
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means corrupt
+        raise InvalidImage(
+            CorruptedFile(), f"image does not decode: {describe(exc)}"
+        ) from None
+    return width, height
+
+
+def validate(
+    data: bytes | BinaryIO,
+    *,
+    file_index: int,
+    file_name: str | None,
+    size: int,
+    allowed: Collection[str],
+    max_pixels: int,
+    clock: Callable[[], datetime] = utc_now,
+) -> ImageFileInfo:
+    """Detect and decode one file that passed :func:`check_arrival`."""
+    started = time.perf_counter()
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    detected = detect_format(source.read(HEAD_SIZE), allowed=allowed)
+    source.seek(0)
+    width, height = decode(source, detected, max_pixels=max_pixels)
+    return ImageFileInfo(
+        file_name=file_name,
+        content_type=detected.mime,
+        size_bytes=size,
+        format=detected.pillow,
+        file_index=file_index,
+        processed_at=clock(),
+        processing_duration_ms=round((time.perf_counter() - started) * 1000),
+        width=width,
+        height=height,
+    )
