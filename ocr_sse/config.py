@@ -1,0 +1,258 @@
+"""Settings of the endpoint: one frozen value, read from the environment or flags.
+
+Every setting has one definition here: its default, its parser, its help.
+The environment variable (``OCR_SSE_`` + the upper-case name) and the
+command-line flag (``--`` + the name with dashes) are derived from it, so the
+two can never disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .validation import KNOWN_FORMATS
+
+__all__ = ("Config", "ConfigError", "ENV_PREFIX")
+
+ENV_PREFIX = "OCR_SSE_"
+
+MiB = 1024 * 1024
+
+_SIZE = re.compile(r"(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _parse_size(text: str) -> int:
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError("expected a byte count such as 10485760 or 10MiB")
+    number, unit = match.groups()
+    # K, KB and KiB all mean 1024 here: limits are sized in binary units.
+    return int(number) * _UNITS[unit[:1].lower()]
+
+
+def _parse_int(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()):
+        raise ValueError("expected a whole number")
+    return int(text)
+
+
+def _parse_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ValueError("expected a number of seconds")
+    return seconds
+
+
+def _parse_formats(text: str) -> frozenset[str]:
+    return frozenset(name.strip().upper() for name in text.split(",") if name.strip())
+
+
+def _show_formats(formats: frozenset[str]) -> str:
+    return ",".join(sorted(formats))
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    # Zero is never a usable limit or interval: a keep-alive interval of 0
+    # would be a busy loop, a limit of 0 would refuse everything.
+    if value <= 0:
+        raise ConfigError(f"{attribute.name} must be above 0, not {value}")
+
+
+def _port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"port must be between 0 and 65535, not {value}")
+
+
+def _formats(
+    instance: Any, attribute: attrs.Attribute[Any], value: frozenset[str]
+) -> None:
+    unknown = value - KNOWN_FORMATS
+    if unknown or not value:
+        raise ConfigError(
+            f"allowed_formats must be a non-empty list of {_show_formats(KNOWN_FORMATS)}"
+            + (f"; unknown: {_show_formats(frozenset(unknown))}" if unknown else "")
+        )
+
+
+def _setting(
+    default: Any,
+    parse: Callable[[str], Any],
+    help: str,
+    *,
+    validator: Any = None,
+    converter: Any = None,
+    show: Callable[[Any], str] = str,
+) -> Any:
+    return attrs.field(
+        default=default,
+        validator=validator,
+        converter=converter,
+        kw_only=True,
+        metadata={"parse": parse, "help": help, "show": show},
+    )
+
+
+@attrs.frozen
+class Config:
+    """Every setting of the endpoint and of the standalone server."""
+
+    host: str = _setting("127.0.0.1", str, "address the server listens on")
+    port: int = _setting(3000, _parse_int, "port the server listens on", validator=_port)
+    max_file_size: int = _setting(
+        10 * MiB, _parse_size, "largest accepted file, in bytes", validator=_positive
+    )
+    max_files: int = _setting(
+        20, _parse_int, "most files validated per upload", validator=_positive
+    )
+    max_request_size: int | None = _setting(
+        None,
+        _parse_size,
+        "largest request body, in bytes"
+        " (default: max_file_size x max_files + 1 MiB)",
+        validator=attrs.validators.optional(_positive),
+    )
+    allowed_formats: frozenset[str] = _setting(
+        frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"}),
+        _parse_formats,
+        "accepted image formats, comma-separated",
+        converter=frozenset,
+        validator=_formats,
+        show=_show_formats,
+    )
+    max_pixels: int = _setting(
+        50_000_000,
+        _parse_int,
+        "most pixels (width x height) of an accepted image",
+        validator=_positive,
+    )
+    keepalive_interval: float = _setting(
+        15.0,
+        _parse_seconds,
+        "seconds of silence before a keep-alive comment is sent",
+        validator=_positive,
+    )
+
+    read_timeout: float = _setting(
+        30.0,
+        _parse_seconds,
+        "seconds the client may send nothing before the upload ends",
+        validator=_positive,
+    )
+    upload_timeout: float = _setting(
+        300.0,
+        _parse_seconds,
+        "seconds a whole upload may take, validation included",
+        validator=_positive,
+    )
+    write_timeout: float = _setting(
+        30.0,
+        _parse_seconds,
+        "seconds a client may leave the event stream unread before it is dropped",
+        validator=_positive,
+    )
+    max_uploads: int = _setting(
+        256,
+        _parse_int,
+        "most uploads in flight at once; more are refused with 503",
+        validator=_positive,
+    )
+    max_parts: int = _setting(
+        100,
+        _parse_int,
+        "most multipart parts, files and other fields, in one upload",
+        validator=_positive,
+    )
+    max_field_size: int = _setting(
+        64 * 1024,
+        _parse_size,
+        "largest non-file form field, in bytes",
+        validator=_positive,
+    )
+    validation_threads: int = _setting(
+        os.cpu_count() or 1,
+        _parse_int,
+        "threads that decode images, shared by all uploads",
+        validator=_positive,
+    )
+
+    @property
+    def request_size_limit(self) -> int:
+        """The request body limit in force, derived when not set."""
+        if self.max_request_size is not None:
+            return self.max_request_size
+        return self.max_file_size * self.max_files + MiB
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Config:
+        """Read every ``OCR_SSE_*`` variable of *environ*; defaults for the rest."""
+        values = {}
+        for field in attrs.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field, raw, ENV_PREFIX + field.name.upper())
+        return cls(**values)
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str], environ: Mapping[str, str] = os.environ
+    ) -> Config:
+        """Read command-line flags over the environment over the defaults."""
+        base = cls.from_environ(environ)
+        args, _ = argument_parser(base).parse_known_args(argv)
+        given = {name: value for name, value in vars(args).items() if value is not None}
+        return attrs.evolve(base, **given)
+
+
+def argument_parser(
+    defaults: Config, parser: argparse.ArgumentParser | None = None
+) -> argparse.ArgumentParser:
+    """Add one flag per setting to *parser*, with *defaults* in its help."""
+    parser = parser or argparse.ArgumentParser(add_help=False)
+    for field in attrs.fields(type(defaults)):
+        value = getattr(defaults, field.name)
+        shown = "derived" if value is None else field.metadata["show"](value)
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(
+            flag,
+            dest=field.name,
+            type=_flag_type(field, flag),
+            default=None,
+            metavar=field.name.upper(),
+            help=f"{field.metadata['help']} [{ENV_PREFIX}{field.name.upper()},"
+            f" now {shown}]",
+        )
+    return parser
+
+
+def _parse(field: attrs.Attribute[Any], raw: str, where: str) -> Any:
+    try:
+        return field.metadata["parse"](raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}={raw!r}: {exc}") from None
+
+
+def _flag_type(field: attrs.Attribute[Any], flag: str) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        try:
+            return field.metadata["parse"](raw)
+        except ValueError as exc:
+            # argparse turns ArgumentTypeError into "argument --x: message".
+            raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from None
+
+    parse.__name__ = field.name
+    return parse
