@@ -1,0 +1,68 @@
+"""What one multipart part is to an upload, read from its headers alone.
+
+Pure: part headers in, a :class:`PartHead` out, or an
+:class:`~ocr_sse.errors.UploadFailed` for a part the endpoint will not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+
+from .errors import UploadFailed
+from .events import ErrorType
+
+__all__ = ("FILE_FIELD", "MAX_FILE_NAME", "PartHead", "read_head")
+
+#: The form field whose parts are the uploaded files.
+FILE_FIELD = "images"
+
+#: File names are echoed back; longer ones are cut to this many characters.
+MAX_FILE_NAME = 255
+
+# Encodings that leave the bytes as they are.  RFC 7578 section 4.7 says
+# senders must not use Content-Transfer-Encoding at all, but some old
+# clients send "binary", which is harmless.
+_IDENTITY = frozenset({"", "binary", "8bit", "7bit", "identity"})
+
+
+@attrs.frozen(kw_only=True)
+class PartHead:
+    """The form field a part belongs to, and the file name it carries."""
+
+    field_name: str | None
+    file_name: str | None
+
+    @property
+    def is_file(self) -> bool:
+        return self.field_name == FILE_FIELD
+
+
+def read_head(headers: Mapping[str, str]) -> PartHead:
+    """Read the field and file name of a part; refuse encoded parts."""
+    for header in ("Content-Transfer-Encoding", "Content-Encoding"):
+        value = headers.get(header, "").strip().lower()
+        if value not in _IDENTITY:
+            # Decoding would hand the validator other bytes than were sent,
+            # and a compressed part is a decompression bomb in waiting.
+            raise UploadFailed(
+                ErrorType.MULTIPART_PARSING,
+                f"a part has {header}: {value[:40]}; multipart/form-data parts"
+                " must carry their bytes as they are",
+            )
+    _, params = parse_content_disposition(headers.get("Content-Disposition"))
+    return PartHead(
+        field_name=params.get("name"),
+        file_name=_clean(content_disposition_filename(params, "filename")),
+    )
+
+
+def _clean(name: str | None) -> str | None:
+    if name is None:
+        return None
+    # Header bytes that are not UTF-8 arrive as lone surrogates, which JSON
+    # cannot carry: show them as U+FFFD instead.
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return name[:MAX_FILE_NAME]
