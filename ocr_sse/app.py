@@ -1,0 +1,65 @@
+"""Putting the endpoint in an aiohttp app: embedded, or as the standalone server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from .config import Config
+from .handler import RUNTIME, Runtime, expect_upload, handle_upload
+from .limits import UploadSlots
+
+__all__ = ("CONFIG", "create_app", "setup", "standalone_app")
+
+#: The settings of the endpoint in an app, for code that embeds it.
+CONFIG = web.AppKey("ocr_sse.config", Config)
+
+
+def setup(
+    app: web.Application, *, config: Config | None = None, path: str = "/api/ocr"
+) -> web.Application:
+    """Add the upload endpoint at ``POST path`` to *app*; return *app*.
+
+    Works on a sub-application too.  The decoding threads start with the app
+    and are shut down with it.
+    """
+    config = config if config is not None else Config()
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_runtime)
+    app.router.add_post(path, handle_upload, expect_handler=expect_upload)
+    return app
+
+
+def create_app(argv: Sequence[str] | None = None) -> web.Application:
+    """The standalone server's app, settings from *argv* and ``OCR_SSE_*``.
+
+    Usable as ``python -m aiohttp.web ocr_sse.app:create_app`` and with
+    gunicorn's ``aiohttp.GunicornWebWorker`` (``ocr_sse.app:create_app()``).
+    """
+    return standalone_app(Config.from_args(argv or [], environ=os.environ))
+
+
+def standalone_app(config: Config) -> web.Application:
+    """The standalone server's app: the endpoint and ``GET /healthz``."""
+    app = setup(web.Application(), config=config)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    executor = ThreadPoolExecutor(
+        max_workers=config.validation_threads, thread_name_prefix="ocr_sse-decode"
+    )
+    app[RUNTIME] = Runtime(
+        config=config, executor=executor, slots=UploadSlots(limit=config.max_uploads)
+    )
+    yield
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})

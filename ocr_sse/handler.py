@@ -1,0 +1,530 @@
+"""The upload endpoint: multipart in, events out, each as soon as it happens.
+
+This is the only module that does I/O.  The life of one upload:
+
+1. the request head is checked (:mod:`ocr_sse.admission`) and an upload slot
+   taken; a refusal is an RFC 9457 problem response, not a stream;
+2. ``upload_started`` is written before the first part is read;
+3. the parts are read one by one: each file is counted and buffered,
+   reported with ``image_received`` and ``image_validation_start``, and handed
+   to the executor for decoding, while the next part is read;
+4. a second task writes the validation results in file order as they finish;
+5. the stream ends with ``all_images_validated`` and ``processing_complete``,
+   or with ``processing_error`` for an upload that cannot go on.
+
+A client that goes away is noticed when a read or a write fails on the
+closed transport: the upload stops there and its pending decodes are
+cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any, TypeVar
+from concurrent.futures import Executor
+
+import attrs
+import orjson
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from . import admission, sse, validation
+from .config import Config
+from .errors import InvalidImage, Refused, UploadFailed, describe
+from .events import (
+    AllImagesValidated,
+    ErrorType,
+    Event,
+    ImageFileInfo,
+    ImageReceived,
+    ImageValidationError,
+    ImageValidationStart,
+    ImageValidationSuccess,
+    ProcessingComplete,
+    ProcessingError,
+    UploadStarted,
+    encode,
+)
+from .limits import UploadSlots
+from .parts import FILE_FIELD, read_head
+
+__all__ = (
+    "RUNTIME",
+    "SSE_HEADERS",
+    "Runtime",
+    "expect_upload",
+    "handle_upload",
+    "problem_response",
+)
+
+logger = logging.getLogger("ocr_sse")
+
+_T = TypeVar("_T")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    # nginx buffers responses unless told not to, which would hold every
+    # event back until the upload ends.
+    "X-Accel-Buffering": "no",
+}
+
+#: How much of a part is asked for at once.
+READ_CHUNK = 256 * 1024
+
+# What aiohttp's multipart reader raises for a body it cannot parse.
+_MALFORMED = (ValueError, AssertionError, RuntimeError, LookupError, HttpProcessingError)
+
+
+@attrs.define(kw_only=True)
+class Runtime:
+    """What the uploads of one app share: settings, slots, decoding threads."""
+
+    config: Config
+    executor: Executor
+    slots: UploadSlots
+
+
+RUNTIME = web.AppKey("ocr_sse.runtime", Runtime)
+
+
+async def handle_upload(request: web.Request) -> web.StreamResponse:
+    """``POST`` handler of the endpoint: answer an upload with its events."""
+    runtime = request.config_dict[RUNTIME]
+    try:
+        total_files = _admit(request, runtime)
+        if not runtime.slots.try_take():
+            raise _busy()
+    except Refused as refusal:
+        return problem_response(refusal)
+    try:
+        return await _stream_upload(request, runtime, total_files)
+    finally:
+        runtime.slots.give_back()
+
+
+async def expect_upload(request: web.Request) -> web.StreamResponse | None:
+    """Answer ``Expect: 100-continue`` only for an upload that would be let in.
+
+    A refused client then never sends its body at all.
+    """
+    runtime = request.config_dict[RUNTIME]
+    try:
+        _admit(request, runtime)
+        if runtime.slots.in_use >= runtime.slots.limit:
+            raise _busy()
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise Refused(417, "Expectation Failed", "only 100-continue is understood")
+    except Refused as refusal:
+        return problem_response(refusal)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
+def problem_response(refusal: Refused) -> web.Response:
+    """The RFC 9457 ``application/problem+json`` response of *refusal*."""
+    body = {
+        "type": "about:blank",
+        "title": refusal.title,
+        "status": refusal.status,
+        "detail": refusal.detail,
+    }
+    return web.Response(
+        status=refusal.status,
+        body=orjson.dumps(body),
+        content_type="application/problem+json",
+        headers=refusal.headers,
+    )
+
+
+def _admit(request: web.Request, runtime: Runtime) -> int | None:
+    return admission.check_request(
+        request.headers,
+        request.query,
+        content_length=request.content_length,
+        request_size_limit=runtime.config.request_size_limit,
+    )
+
+
+def _busy() -> Refused:
+    return Refused(
+        503,
+        "Service Unavailable",
+        "too many uploads in flight; try again shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _stream_upload(
+    request: web.Request, runtime: Runtime, total_files: int | None
+) -> web.StreamResponse:
+    session_id = uuid.uuid4()
+    started = time.monotonic()
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    out = _EventWriter(response, write_timeout=runtime.config.write_timeout)
+    logger.info("upload %s started", session_id)
+    try:
+        async with out.keeping_alive(runtime.config.keepalive_interval):
+            await out.send(UploadStarted(total_files=total_files, session_id=session_id))
+            for event in await _run_upload(request, out, runtime, session_id, started):
+                await out.send(event)
+        await response.write_eof()
+    except ConnectionResetError as gone:
+        logger.info(
+            "upload %s ended: %s: %s",
+            session_id,
+            ErrorType.CLIENT_DISCONNECTED.value,
+            gone,
+        )
+        # A client that stopped reading still holds the socket: let it go
+        # rather than wait on a buffer it will never drain.
+        if request.transport is not None:
+            request.transport.abort()
+    return response
+
+
+async def _run_upload(
+    request: web.Request,
+    out: _EventWriter,
+    runtime: Runtime,
+    session_id: uuid.UUID,
+    started: float,
+) -> list[Event]:
+    """Receive and validate every file; return the events that end the stream."""
+    config = runtime.config
+    try:
+        async with asyncio.timeout(config.upload_timeout):
+            tally = await _receive_files(request, out, runtime)
+    except TimeoutError:
+        failure = UploadFailed(
+            ErrorType.SYSTEM_TIMEOUT,
+            f"the upload took longer than {config.upload_timeout:g} s",
+        )
+    except UploadFailed as failed:
+        failure = failed
+    except ConnectionResetError:
+        raise
+    except Exception:
+        logger.exception("upload %s failed on a bug", session_id)
+        failure = UploadFailed(ErrorType.INTERNAL, "internal server error")
+    else:
+        duration_ms = round((time.monotonic() - started) * 1000)
+        logger.info(
+            "upload %s complete: %d files, %d valid, %d ms",
+            session_id,
+            tally.processed,
+            tally.valid,
+            duration_ms,
+        )
+        return [
+            AllImagesValidated(
+                total_processed=tally.processed,
+                successful_count=tally.valid,
+                failed_count=tally.invalid,
+            ),
+            ProcessingComplete(
+                session_id=session_id,
+                total_files=tally.processed,
+                successful_files=tally.valid,
+                duration_ms=duration_ms,
+            ),
+        ]
+    logger.info(
+        "upload %s failed: %s: %s", session_id, failure.error_type.value, failure.message
+    )
+    return [
+        ProcessingError(
+            session_id=session_id,
+            error_message=failure.message,
+            error_type=failure.error_type,
+        )
+    ]
+
+
+@attrs.define
+class _Tally:
+    valid: int = 0
+    invalid: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.valid + self.invalid
+
+
+@attrs.frozen
+class _Pending:
+    """A file whose result is still to be written, in file order."""
+
+    file_index: int
+    file_name: str | None
+    outcome: asyncio.Future[ImageFileInfo | InvalidImage]
+
+
+async def _receive_files(
+    request: web.Request, out: _EventWriter, runtime: Runtime
+) -> _Tally:
+    # Files wait here between their arrival and their result; the bound
+    # keeps a fast client from queueing more decodes than there are threads
+    # to run them (it then waits, and TCP slows it down).
+    pending: asyncio.Queue[_Pending | None] = asyncio.Queue(
+        maxsize=2 * runtime.config.validation_threads
+    )
+    tally = _Tally()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(_write_results(pending, out, tally))
+            await _read_files(request, out, pending, runtime)
+            await pending.put(None)
+    except BaseExceptionGroup as group:
+        raise _first_cause(group) from None
+    finally:
+        while not pending.empty():
+            if (left := pending.get_nowait()) is not None:
+                left.outcome.cancel()
+    return tally
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    # A gone client explains every other failure, so it wins.
+    leaves = list(_leaves(group))
+    for leaf in leaves:
+        if isinstance(leaf, ConnectionResetError):
+            return leaf
+    return leaves[0]
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+async def _read_files(
+    request: web.Request,
+    out: _EventWriter,
+    pending: asyncio.Queue[_Pending | None],
+    runtime: Runtime,
+) -> None:
+    config = runtime.config
+    body = _Body(request, config)
+    file_index = 0
+    async for part in body.parts():
+        head = read_head(part.headers)
+        if not head.is_file:
+            await body.read(part, keep_up_to=0, limit=config.max_field_size)
+            continue
+        counted = file_index < config.max_files
+        chunks, size = await body.read(
+            part, keep_up_to=config.max_file_size if counted else 0
+        )
+        await out.send(
+            ImageReceived(file_index=file_index, file_name=head.file_name, size_bytes=size)
+        )
+        await out.send(ImageValidationStart(file_index=file_index, file_name=head.file_name))
+        outcome = _validate_later(
+            runtime, chunks, file_index=file_index, file_name=head.file_name, size=size
+        )
+        try:
+            await pending.put(_Pending(file_index, head.file_name, outcome))
+        except BaseException:
+            outcome.cancel()
+            raise
+        file_index += 1
+    if file_index == 0:
+        raise UploadFailed(
+            ErrorType.MULTIPART_PARSING, f"the upload has no '{FILE_FIELD}' part"
+        )
+
+
+def _validate_later(
+    runtime: Runtime,
+    chunks: list[bytes],
+    *,
+    file_index: int,
+    file_name: str | None,
+    size: int,
+) -> asyncio.Future[ImageFileInfo | InvalidImage]:
+    """Start validating one file; its outcome is a future."""
+    config = runtime.config
+    loop = asyncio.get_running_loop()
+    try:
+        validation.check_arrival(
+            file_index=file_index,
+            size=size,
+            max_file_size=config.max_file_size,
+            max_files=config.max_files,
+        )
+    except InvalidImage as invalid:
+        done: asyncio.Future[ImageFileInfo | InvalidImage] = loop.create_future()
+        done.set_result(invalid)
+        return done
+    return loop.run_in_executor(
+        runtime.executor,
+        functools.partial(
+            _validate_quietly,
+            b"".join(chunks),
+            file_index=file_index,
+            file_name=file_name,
+            size=size,
+            allowed=config.allowed_formats,
+            max_pixels=config.max_pixels,
+        ),
+    )
+
+
+def _validate_quietly(data: bytes, **facts: object) -> ImageFileInfo | InvalidImage:
+    # An invalid image is an outcome, not a failure: returning it spares a
+    # cancelled upload "exception was never retrieved" noise.
+    try:
+        return validation.validate(data, **facts)  # type: ignore[arg-type]
+    except InvalidImage as invalid:
+        return invalid
+
+
+async def _write_results(
+    pending: asyncio.Queue[_Pending | None], out: _EventWriter, tally: _Tally
+) -> None:
+    while (file := await pending.get()) is not None:
+        try:
+            outcome = await file.outcome
+        finally:
+            file.outcome.cancel()
+        event: Event
+        if isinstance(outcome, InvalidImage):
+            tally.invalid += 1
+            event = ImageValidationError(
+                file_index=file.file_index,
+                file_name=file.file_name,
+                error_message=outcome.message,
+                error_code=outcome.code,
+            )
+        else:
+            tally.valid += 1
+            event = ImageValidationSuccess(file_index=file.file_index, file_info=outcome)
+        await out.send(event)
+
+
+class _Body:
+    """The request body as multipart parts, read under the upload's limits."""
+
+    def __init__(self, request: web.Request, config: Config) -> None:
+        self._request = request
+        self._config = config
+
+    async def parts(self) -> AsyncIterator[BodyPartReader]:
+        reader = await self._request.multipart()
+        for _ in range(self._config.max_parts):
+            part = await self._guard(reader.next())
+            if part is None:
+                return
+            if not isinstance(part, BodyPartReader):
+                raise UploadFailed(
+                    ErrorType.MULTIPART_PARSING,
+                    "nested multipart parts are not supported (RFC 7578 section 4.3)",
+                )
+            yield part
+        raise UploadFailed(
+            ErrorType.MULTIPART_PARSING,
+            f"the upload has more than {self._config.max_parts} parts",
+        )
+
+    async def read(
+        self, part: BodyPartReader, *, keep_up_to: int, limit: int | None = None
+    ) -> tuple[list[bytes], int]:
+        """Read *part* to its end; keep its bytes only while they fit *keep_up_to*.
+
+        Returns the kept chunks (none once the part outgrew the bound) and the
+        real size of the part.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await self._guard(part.read_chunk(READ_CHUNK)):
+            size += len(chunk)
+            if size <= keep_up_to:
+                chunks.append(chunk)
+            elif chunks:
+                chunks = []  # over the bound: drain the rest without keeping it
+            if limit is not None and size > limit:
+                raise UploadFailed(
+                    ErrorType.MULTIPART_PARSING,
+                    f"a form field is over the limit of {limit} bytes",
+                )
+        return chunks, size
+
+    async def _guard(self, read: Awaitable[_T]) -> _T:
+        """Await one read of the body, turning its failures into upload errors."""
+        config = self._config
+        try:
+            async with asyncio.timeout(config.read_timeout):
+                result = await read
+        except TimeoutError:
+            raise UploadFailed(
+                ErrorType.SYSTEM_TIMEOUT,
+                f"the client sent nothing for {config.read_timeout:g} s",
+            ) from None
+        except _MALFORMED as exc:
+            raise UploadFailed(
+                ErrorType.MULTIPART_PARSING, f"malformed multipart body: {describe(exc)}"
+            ) from None
+        if self._request.content.total_bytes > config.request_size_limit:
+            raise UploadFailed(
+                ErrorType.MULTIPART_PARSING,
+                f"the body is over the limit of {config.request_size_limit} bytes",
+            )
+        return result
+
+
+class _EventWriter:
+    """Writes frames to the stream one at a time, each under a time limit."""
+
+    def __init__(self, response: web.StreamResponse, *, write_timeout: float) -> None:
+        self._response = response
+        self._write_timeout = write_timeout
+        self._lock = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._last_write = self._loop.time()
+
+    async def send(self, event: Event) -> None:
+        await self._write(encode(event))
+
+    async def _write(self, frame: bytes) -> None:
+        async with self._lock:
+            try:
+                # aiohttp waits for the socket only every 64 KiB, and that
+                # wait has no end of its own: a client that stops reading
+                # would hold this upload forever.
+                async with asyncio.timeout(self._write_timeout):
+                    await self._response.write(frame)
+            except TimeoutError:
+                raise ConnectionResetError(
+                    "the client stopped reading the event stream"
+                ) from None
+            self._last_write = self._loop.time()
+
+    @contextlib.asynccontextmanager
+    async def keeping_alive(self, interval: float) -> AsyncIterator[None]:
+        """Send a comment whenever the stream has been silent for *interval*."""
+        task = asyncio.create_task(self._keep_alive(interval))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _keep_alive(self, interval: float) -> None:
+        # A failed write here means the client is gone; the upload itself
+        # finds out on its next read or write.
+        with contextlib.suppress(ConnectionResetError):
+            while True:
+                await asyncio.sleep(self._last_write + interval - self._loop.time())
+                if self._loop.time() - self._last_write >= interval:
+                    await self._write(sse.comment())
