@@ -1,7 +1,9 @@
-"""What one multipart part is to an upload, read from its headers alone.
+"""What one multipart part is to an upload, and where its bytes end.
 
 Pure: part headers in, a :class:`PartHead` out, or an
-:class:`~ocr_sse.errors.UploadFailed` for a part the endpoint will not read.
+:class:`~ocr_sse.errors.UploadFailed` for a part the endpoint will not read;
+body bytes in, the part's data out up to its closing delimiter
+(:class:`DelimiterScanner`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 from .errors import UploadFailed
 from .events import ErrorType
 
-__all__ = ("FILE_FIELD", "MAX_FILE_NAME", "PartHead", "read_head")
+__all__ = ("FILE_FIELD", "MAX_FILE_NAME", "DelimiterScanner", "PartHead", "read_head")
 
 #: The form field whose parts are the uploaded files.
 FILE_FIELD = "images"
@@ -66,3 +68,42 @@ def _clean(name: str | None) -> str | None:
     # cannot carry: show them as U+FFFD instead.
     name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return name[:MAX_FILE_NAME]
+
+
+class DelimiterScanner:
+    """Splits the bytes of one part's body from the delimiter that ends it.
+
+    RFC 2046 section 5.1.1: a part's body ends at ``CRLF--boundary``.  Feed
+    the bytes that follow the part's headers as they arrive; each call
+    returns at once the data known to belong to the part, so a part is
+    finished the moment its delimiter arrives, with no look-ahead.  Only
+    bytes that might begin the delimiter are held back.
+    """
+
+    def __init__(self, dash_boundary: bytes) -> None:
+        self._delimiter = b"\r\n" + dash_boundary
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> tuple[bytes, bytes | None]:
+        """Take the next bytes; return ``(data, rest)``.
+
+        *rest* is ``None`` while the part goes on; once the delimiter is
+        found it is everything from ``--boundary`` on, which belongs to the
+        multipart reader again.
+        """
+        delimiter = self._delimiter
+        if self._held:
+            # The delimiter may have begun in the held bytes.  They are few
+            # and rare (a CR near the end of the last chunk), so joining
+            # costs little.
+            chunk, self._held = self._held + chunk, b""
+        found = chunk.find(delimiter)
+        if found >= 0:
+            return chunk[:found], chunk[found + 2 :]
+        # Hold back a tail that could be the start of a delimiter: it can
+        # only begin at a CR within the last len(delimiter) - 1 bytes.
+        tail = chunk.find(b"\r", max(0, len(chunk) - len(delimiter) + 1))
+        if tail >= 0:
+            self._held = chunk[tail:]
+            chunk = chunk[:tail]
+        return chunk, None
