@@ -25,13 +25,14 @@ import functools
 import logging
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
 from concurrent.futures import Executor
 
 import attrs
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import admission, sse, validation
@@ -52,7 +53,7 @@ from .events import (
     encode,
 )
 from .limits import UploadSlots
-from .parts import FILE_FIELD, read_head
+from .parts import FILE_FIELD, DelimiterScanner, read_head
 
 __all__ = (
     "RUNTIME",
@@ -421,7 +422,7 @@ class _Body:
         self._config = config
 
     async def parts(self) -> AsyncIterator[BodyPartReader]:
-        reader = await self._request.multipart()
+        reader = _UploadReader(self._request.headers, self._request.content)
         for _ in range(self._config.max_parts):
             part = await self._guard(reader.next())
             if part is None:
@@ -481,6 +482,46 @@ class _Body:
                 f"the body is over the limit of {config.request_size_limit} bytes",
             )
         return result
+
+
+class _PartReader(BodyPartReader):
+    """aiohttp's part reader, handing on each chunk as it arrives.
+
+    The stock reader returns data only once it holds a chunk of look-ahead
+    past it, so a part is not finished until bytes arrive after its
+    delimiter, and it copies every byte twice on the way.  This one finds
+    the delimiter with :class:`~ocr_sse.parts.DelimiterScanner` and gives
+    back whatever the network delivered, whatever *size* asks for.
+    """
+
+    _scanner: DelimiterScanner | None = None
+
+    async def read_chunk(self, size: int = BodyPartReader.chunk_size) -> bytes:
+        if self._at_eof:
+            return b""
+        if self._scanner is None:
+            self._scanner = DelimiterScanner(self._boundary)
+        while True:
+            chunk = await self._content.readany()
+            if not chunk:
+                raise ValueError("the body ends inside a part")
+            data, rest = self._scanner.feed(chunk)
+            if rest is not None:
+                self._at_eof = True
+                # The multipart reader reads the boundary line from here;
+                # aiohttp's own reader pushes it back the same way.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._content.unread_data(rest)
+                return data
+            if data:
+                return data
+
+
+class _UploadReader(MultipartReader):
+    """aiohttp's multipart reader for part headers, with :class:`_PartReader`."""
+
+    part_reader_cls = _PartReader
 
 
 class _EventWriter:
