@@ -1,0 +1,572 @@
+"""The endpoint on the wire: the exact events, status codes and error codes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+import ocr_sse
+from ocr_sse import Config
+
+from . import images
+from .wire import CONTENT_TYPE, multipart, read_events, types
+
+Serve = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+ONE_FILE = [
+    "upload_started",
+    "image_received",
+    "image_validation_start",
+    "image_validation_success",
+    "all_images_validated",
+    "processing_complete",
+]
+
+
+@pytest.fixture
+def serve(aiohttp_client: Any) -> Serve:
+    """Start a test server with the endpoint at /api/ocr under *settings*."""
+
+    async def start(**settings: Any) -> TestClient[Any, Any]:
+        app = ocr_sse.setup(web.Application(), config=Config(**settings))
+        return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+    return start
+
+
+async def post(
+    client: TestClient[Any, Any], body: bytes | Any, *, query: str = "", **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    response = await client.post(
+        "/api/ocr" + query, data=body, headers={"Content-Type": CONTENT_TYPE, **headers}
+    )
+    return response.status, dict(response.headers), await response.read()
+
+
+async def upload(
+    client: TestClient[Any, Any], *files: tuple[str | None, bytes], query: str = ""
+) -> list[tuple[str, dict[str, Any]]]:
+    status, _, raw = await post(
+        client, multipart(("images", name, data) for name, data in files), query=query
+    )
+    assert status == 200
+    return read_events(raw)
+
+
+def only(events: list[tuple[str, dict[str, Any]]], name: str) -> list[dict[str, Any]]:
+    return [data for kind, data in events if kind == name]
+
+
+async def test_valid_and_invalid_file_stream_in_contract_order(serve: Serve) -> None:
+    """A PNG and a PDF give the contract's example stream, field for field."""
+    client = await serve()
+    status, headers, raw = await post(
+        client,
+        multipart(
+            [
+                ("images", "receipt.png", images.png(width=120, height=80)),
+                ("note", None, b"not a file"),
+                ("images", "notes.pdf", b"%PDF-1.7\n1 0 obj\n"),
+            ]
+        ),
+        query="?total_files=2",
+    )
+    assert status == 200
+    assert headers["Content-Type"] == "text/event-stream"
+    assert headers["Cache-Control"] == "no-cache"
+    assert headers["X-Accel-Buffering"] == "no"
+    events = read_events(raw)
+    assert types(events) == [
+        "upload_started",
+        "image_received",
+        "image_validation_start",
+        "image_received",
+        "image_validation_start",
+        "image_validation_success",
+        "image_validation_error",
+        "all_images_validated",
+        "processing_complete",
+    ] or types(events) == [
+        "upload_started",
+        "image_received",
+        "image_validation_start",
+        "image_validation_success",
+        "image_received",
+        "image_validation_start",
+        "image_validation_error",
+        "all_images_validated",
+        "processing_complete",
+    ]
+    started = only(events, "upload_started")[0]
+    session_id = started["session_id"]
+    assert uuid.UUID(session_id).version == 4
+    assert started["total_files"] == 2
+    size = len(images.png(width=120, height=80))
+    assert only(events, "image_received") == [
+        {"file_index": 0, "file_name": "receipt.png", "size_bytes": size, "timestamp": only(events, "image_received")[0]["timestamp"]},
+        {"file_index": 1, "file_name": "notes.pdf", "size_bytes": 17, "timestamp": only(events, "image_received")[1]["timestamp"]},
+    ]
+    assert [(d["file_index"], d["file_name"]) for d in only(events, "image_validation_start")] == [
+        (0, "receipt.png"),
+        (1, "notes.pdf"),
+    ]
+    success = only(events, "image_validation_success")[0]
+    info = success["file_info"]
+    assert success["file_index"] == 0
+    assert {k: v for k, v in info.items() if k not in ("processed_at", "processing_duration_ms")} == {
+        "file_name": "receipt.png",
+        "content_type": "image/png",
+        "size_bytes": size,
+        "format": "PNG",
+        "validation_status": "Valid",
+        "file_index": 0,
+        "width": 120,
+        "height": 80,
+    }
+    assert isinstance(info["processing_duration_ms"], int)
+    error = only(events, "image_validation_error")[0]
+    assert {k: v for k, v in error.items() if k != "timestamp"} == {
+        "file_index": 1,
+        "file_name": "notes.pdf",
+        "error_message": "unsupported format: application/pdf",
+        "error_code": {"UnsupportedFormat": {"detected": "application/pdf"}},
+    }
+    summary = only(events, "all_images_validated")[0]
+    assert (summary["total_processed"], summary["successful_count"], summary["failed_count"]) == (2, 1, 1)
+    complete = only(events, "processing_complete")[0]
+    assert complete["session_id"] == session_id
+    assert (complete["total_files"], complete["successful_files"]) == (2, 1)
+    assert isinstance(complete["duration_ms"], int)
+
+
+async def test_total_files_is_null_unless_declared(serve: Serve) -> None:
+    """Without ?total_files the server never guesses the count."""
+    client = await serve()
+    events = await upload(client, ("a.png", images.png()))
+    assert only(events, "upload_started")[0]["total_files"] is None
+    events = await upload(client, ("a.png", images.png()), query="?total_files=0")
+    assert only(events, "upload_started")[0]["total_files"] == 0
+
+
+@pytest.mark.parametrize(
+    ("format", "mime", "save"),
+    [
+        ("JPEG", "image/jpeg", {"quality": 85}),
+        ("PNG", "image/png", {}),
+        ("WEBP", "image/webp", {}),
+        ("TIFF", "image/tiff", {}),
+        ("BMP", "image/bmp", {}),
+    ],
+)
+async def test_each_accepted_format_validates_with_its_size(
+    serve: Serve, format: str, mime: str, save: dict[str, Any]
+) -> None:
+    """Every format of the default allow-list passes and reports its pixels."""
+    client = await serve()
+    data = images.image_bytes(format, width=33, height=21, **save)
+    events = await upload(client, ("scan", data))
+    assert types(events) == ONE_FILE
+    info = only(events, "image_validation_success")[0]["file_info"]
+    assert (info["format"], info["content_type"], info["width"], info["height"]) == (format, mime, 33, 21)
+    assert info["size_bytes"] == len(data)
+
+
+@pytest.mark.parametrize(
+    ("settings", "data", "code", "message"),
+    [
+        ({}, b"", "EmptyFile", "file is empty"),
+        (
+            {"max_file_size": 1000},
+            b"\x89PNG" + b"x" * 4000,
+            {"FileSizeExceeded": {"actual": 4004, "limit": 1000}},
+            "file is 4004 bytes, over the limit of 1000 bytes",
+        ),
+        (
+            {},
+            b"\x00\x01 nothing anyone knows",
+            {"UnsupportedFormat": {"detected": "unknown"}},
+            "unsupported format: unknown",
+        ),
+        (
+            {"allowed_formats": {"PNG"}},
+            images.jpeg(),
+            {"UnsupportedFormat": {"detected": "image/jpeg"}},
+            "unsupported format: image/jpeg",
+        ),
+        (
+            {},
+            images.truncated(images.jpeg(width=300, height=200)),
+            "CorruptedFile",
+            "image does not decode: image file is truncated",
+        ),
+        (
+            {},
+            images.pixel_bomb_png(),
+            "CorruptedFile",
+            "image has more pixels than the limit of 50000000 pixels",
+        ),
+        (
+            {"max_pixels": 1000},
+            images.png(width=50, height=50),
+            "CorruptedFile",
+            "image is 50x50 pixels, over the limit of 1000 pixels",
+        ),
+    ],
+)
+async def test_each_error_code_reaches_the_client(
+    serve: Serve, settings: dict[str, Any], data: bytes, code: Any, message: str
+) -> None:
+    """A failing file gives image_validation_error with the serde error code."""
+    client = await serve(**settings)
+    events = await upload(client, ("bad.bin", data))
+    assert types(events)[:3] == ["upload_started", "image_received", "image_validation_start"]
+    assert types(events)[3:] == ["image_validation_error", "all_images_validated", "processing_complete"]
+    error = only(events, "image_validation_error")[0]
+    assert error["error_code"] == code
+    assert error["error_message"].startswith(message)
+    assert only(events, "image_received")[0]["size_bytes"] == len(data)
+
+
+async def test_files_past_the_count_limit_are_reported_not_validated(serve: Serve) -> None:
+    """The third file of a two-file limit is CountLimitExceeded; the rest go on."""
+    client = await serve(max_files=2)
+    events = await upload(client, ("a.png", images.png()), ("b.png", images.png()), ("c.png", images.png()))
+    results = [(d["file_index"], d.get("error_code")) for k, d in events if k.startswith("image_validation_") and k != "image_validation_start"]
+    assert results == [(0, None), (1, None), (2, {"CountLimitExceeded": {"count": 3, "limit": 2}})]
+    summary = only(events, "all_images_validated")[0]
+    assert (summary["successful_count"], summary["failed_count"]) == (2, 1)
+
+
+async def test_a_failed_file_does_not_stop_the_next(serve: Serve) -> None:
+    """Results arrive in file order and every file is validated."""
+    client = await serve()
+    files = [("ok0.png", images.png()), ("bad.png", images.truncated(images.png(width=200, height=200))), ("ok2.jpg", images.jpeg())]
+    events = await upload(client, *files)
+    results = [(k, d["file_index"]) for k, d in events if k in ("image_validation_success", "image_validation_error")]
+    assert results == [
+        ("image_validation_success", 0),
+        ("image_validation_error", 1),
+        ("image_validation_success", 2),
+    ]
+
+
+async def test_file_names_are_echoed_safely(serve: Serve) -> None:
+    """A file name with quotes, line breaks and unicode stays one JSON line."""
+    client = await serve()
+    name = 'evil"\r\nevent: processing_complete\r\ndata: {}\r\n\r\n\u00e9\U0001f9fe'
+    body = (
+        b"--testboundary1234\r\nContent-Disposition: form-data; name=\"images\"; filename*=utf-8''"
+        + _percent(name).encode()
+        + b"\r\n\r\n"
+        + images.png()
+        + b"\r\n--testboundary1234--\r\n"
+    )
+    status, _, raw = await post(client, body)
+    events = read_events(raw)
+    assert status == 200
+    assert types(events) == ONE_FILE
+    assert only(events, "image_received")[0]["file_name"] == name
+
+
+def _percent(text: str) -> str:
+    return "".join(f"%{b:02X}" for b in text.encode())
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status", "detail"),
+    [
+        ("text/plain", 415, "multipart/form-data"),
+        ("application/json", 415, "multipart/form-data"),
+        ("multipart/form-data", 400, "boundary"),
+        ("multipart/form-data; boundary=" + "b" * 71, 400, "boundary"),
+    ],
+)
+async def test_requests_that_are_not_uploads_are_refused(
+    serve: Serve, content_type: str, status: int, detail: str
+) -> None:
+    """Wrong or boundary-less Content-Type: a problem+json refusal, no stream."""
+    client = await serve()
+    response = await client.post("/api/ocr", data=b"x", headers={"Content-Type": content_type})
+    assert response.status == status
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = orjson.loads(await response.read())
+    assert problem["status"] == status and problem["type"] == "about:blank"
+    assert detail in problem["detail"] and problem["title"]
+
+
+async def test_declared_body_over_the_limit_is_refused_with_413(serve: Serve) -> None:
+    """A Content-Length over the request limit is refused before reading it."""
+    client = await serve(max_request_size=1000)
+    status, headers, raw = await post(client, b"x" * 1001)
+    assert status == 413
+    assert orjson.loads(raw)["detail"] == "the body is 1001 bytes, over the limit of 1000 bytes"
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "abc", "", "+3", "1e3"])
+async def test_bad_total_files_is_refused_with_400(serve: Serve, value: str) -> None:
+    """total_files must be a non-negative whole number."""
+    client = await serve()
+    status, _, raw = await post(client, multipart([("images", "a.png", images.png())]), query=f"?total_files={value}")
+    assert status == 400
+    assert "total_files" in orjson.loads(raw)["detail"]
+
+
+async def test_expect_continue_is_refused_before_the_body(serve: Serve) -> None:
+    """A client asking Expect: 100-continue hears the refusal, not "continue"."""
+    client = await serve(max_request_size=10)
+    status, _, raw = await post(client, b"x" * 100, Expect="100-continue")
+    assert status == 413
+    assert orjson.loads(raw)["status"] == 413
+
+
+async def test_expect_continue_lets_an_upload_in(serve: Serve) -> None:
+    """An admissible upload sent with Expect: 100-continue streams as usual."""
+    client = await serve()
+    status, _, raw = await post(client, multipart([("images", "a.png", images.png())]), Expect="100-continue")
+    assert status == 200
+    assert types(read_events(raw)) == ONE_FILE
+
+
+async def test_uploads_over_the_concurrency_limit_get_503(serve: Serve) -> None:
+    """With every slot taken, a new upload is refused with 503 and Retry-After."""
+    client = await serve(max_uploads=1)
+    release = asyncio.Event()
+
+    async def held_body() -> AsyncIterator[bytes]:
+        yield b"--testboundary1234\r\n"
+        await release.wait()
+        yield multipart([("images", "a.png", images.png())])[len(b"--testboundary1234\r\n"):]
+
+    first = asyncio.create_task(post(client, held_body()))
+    await asyncio.sleep(0.2)
+    status, headers, raw = await post(client, multipart([("images", "a.png", images.png())]))
+    release.set()
+    assert status == 503
+    assert headers["Retry-After"] == "1"
+    assert orjson.loads(raw)["status"] == 503
+    first_status, _, first_raw = await first
+    assert first_status == 200 and types(read_events(first_raw)) == ONE_FILE
+    # The slot is free again.
+    status, _, _ = await post(client, multipart([("images", "a.png", images.png())]))
+    assert status == 200
+
+
+MALFORMED = {
+    "no parts at all": b"--testboundary1234--\r\n",
+    "only other fields": multipart([("note", None, b"hi")]),
+    "truncated in a part": multipart([("images", "a.png", images.png())])[:-40],
+    "no closing boundary": multipart([("images", "a.png", images.png())])[: -len("--testboundary1234--\r\n")],
+    "wrong boundary": multipart([("images", "a.png", images.png())], boundary="other"),
+    "garbage": b"\x00\xff" * 100,
+    "header line too long": b"--testboundary1234\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\nx\r\n--testboundary1234--\r\n",
+    "bad header line": b"--testboundary1234\r\nno colon here\r\n\r\nx\r\n--testboundary1234--\r\n",
+    "base64 part": b"--testboundary1234\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a\"\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--testboundary1234--\r\n",
+    "nested multipart": b"--testboundary1234\r\nContent-Disposition: form-data; name=\"images\"\r\n"
+    b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n--inner\r\n\r\nx\r\n--inner--\r\n\r\n--testboundary1234--\r\n",
+}
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_bodies_end_with_multipart_parsing_error(serve: Serve, body: bytes) -> None:
+    """A body that is not a usable upload ends the stream with processing_error."""
+    client = await serve()
+    status, _, raw = await post(client, body)
+    assert status == 200
+    events = read_events(raw)
+    assert types(events)[0] == "upload_started"
+    assert types(events)[-1] == "processing_error"
+    assert "processing_complete" not in types(events)
+    error = events[-1][1]
+    assert error["error_type"] == "MultipartParsingError"
+    assert error["session_id"] == events[0][1]["session_id"]
+    assert "Traceback" not in raw.decode("utf-8", "replace")
+
+
+async def test_files_before_a_malformed_part_are_still_reported(serve: Serve) -> None:
+    """Results already earned are written before the processing_error."""
+    client = await serve()
+    body = multipart([("images", "a.png", images.png())])[: -len("--testboundary1234--\r\n")] + b"--testboundary1234\r\nbroken\r\n\r\n"
+    _, _, raw = await post(client, body)
+    events = read_events(raw)
+    assert types(events)[-1] == "processing_error"
+    assert "image_received" in types(events)
+
+
+async def test_too_many_parts_end_the_upload(serve: Serve) -> None:
+    """More parts than max_parts: processing_error, not an endless read."""
+    client = await serve(max_parts=3)
+    events = await upload(client, *[(f"{i}.png", images.png()) for i in range(5)])
+    assert types(events)[-1] == "processing_error"
+    assert events[-1][1]["error_message"] == "the upload has more than 3 parts"
+    assert len(only(events, "image_received")) == 3
+
+
+async def test_large_form_fields_end_the_upload(serve: Serve) -> None:
+    """A non-file field over max_field_size ends the upload."""
+    client = await serve(max_field_size=100)
+    _, _, raw = await post(client, multipart([("note", None, b"x" * 101), ("images", "a.png", images.png())]))
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_message"] == "a form field is over the limit of 100 bytes"
+
+
+async def test_body_over_the_limit_is_stopped_while_streaming(serve: Serve) -> None:
+    """A chunked body with no Content-Length is cut off at the request limit."""
+    client = await serve(max_request_size=50_000, max_file_size=1_000_000)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield multipart([("images", "a.png", images.png())])[: -len("--testboundary1234--\r\n")]
+        yield b"--testboundary1234\r\nContent-Disposition: form-data; name=\"images\"; filename=\"big\"\r\n\r\n"
+        for _ in range(100):
+            yield b"x" * 10_000
+
+    _, _, raw = await post(client, body())
+    events = read_events(raw)
+    assert types(events)[-1] == "processing_error"
+    assert events[-1][1]["error_message"] == "the body is over the limit of 50000 bytes"
+    assert events[-1][1]["error_type"] == "MultipartParsingError"
+
+
+async def test_results_arrive_while_the_upload_is_still_being_sent(serve: Serve) -> None:
+    """Full duplex: file 0's result reaches the client before file 1 is sent.
+
+    The body generator waits to send file 1 until the client has read file
+    0's result; a server that answered only after the whole body would hang
+    here, and the time limit fails the test.
+    """
+    client = await serve()
+    seen_first_result = asyncio.Event()
+    seen_started = asyncio.Event()
+    first, second = multipart([("images", "first.png", images.png())]), multipart([("images", "second.png", images.png())])
+    head = first[: -len("--testboundary1234--\r\n")]
+
+    delimiter = b"--testboundary1234\r\n"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"--testboundary1234"  # not even one whole part yet
+        await seen_started.wait()
+        # File 0 ends where the next delimiter starts: send that much only.
+        yield head[len(b"--testboundary1234"):] + delimiter
+        await seen_first_result.wait()
+        yield second[len(delimiter):]
+
+    response = await client.post("/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE})
+    assert response.status == 200
+    raw = b""
+    async with asyncio.timeout(10):
+        async for line in response.content:
+            raw += line
+            if raw.endswith(b"\n\n") and b"event: upload_started" in raw:
+                seen_started.set()
+            if b"event: image_validation_success" in raw:
+                seen_first_result.set()
+    events = read_events(raw)
+    assert [d["file_info"]["file_name"] for d in only(events, "image_validation_success")] == ["first.png", "second.png"]
+    assert types(events)[-1] == "processing_complete"
+
+
+async def test_concurrent_uploads_see_only_their_own_events(serve: Serve) -> None:
+    """Twenty uploads at once: every stream holds its own session and names."""
+    client = await serve()
+
+    async def one(n: int) -> list[tuple[str, dict[str, Any]]]:
+        return await upload(client, *[(f"u{n}-f{i}.png", images.png(width=10 + n, height=10 + i)) for i in range(3)])
+
+    streams = await asyncio.gather(*(one(n) for n in range(20)))
+    session_ids = set()
+    for n, events in enumerate(streams):
+        session_id = events[0][1]["session_id"]
+        session_ids.add(session_id)
+        assert types(events)[-1] == "processing_complete"
+        assert {d["session_id"] for k, d in events if "session_id" in d} == {session_id}
+        names = {d["file_name"] for k, d in events if "file_name" in d}
+        assert names == {f"u{n}-f{i}.png" for i in range(3)}
+        sizes = [(d["file_info"]["width"], d["file_info"]["height"]) for d in only(events, "image_validation_success")]
+        assert sizes == [(10 + n, 10 + i) for i in range(3)]
+    assert len(session_ids) == 20
+
+
+async def test_silence_is_filled_with_keep_alive_comments(serve: Serve) -> None:
+    """While the client pauses, the stream carries comment lines."""
+    client = await serve(keepalive_interval=0.05)
+
+    async def body() -> AsyncIterator[bytes]:
+        data = multipart([("images", "a.png", images.png())])
+        yield data[:30]
+        await asyncio.sleep(0.3)
+        yield data[30:]
+
+    status, _, raw = await post(client, body())
+    assert status == 200
+    assert b"\n:\n\n" in raw or raw.count(b":\n\n") >= 2
+    assert types(read_events(raw)) == ONE_FILE
+
+
+async def test_a_stalled_sender_ends_with_system_timeout(serve: Serve) -> None:
+    """A client that stops sending mid-upload gets SystemTimeout."""
+    client = await serve(read_timeout=0.2)
+    stop = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield multipart([("images", "a.png", images.png())])[:100]
+        await stop.wait()
+
+    response = await client.post("/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE})
+    raw = await asyncio.wait_for(response.content.read(), 5)
+    stop.set()
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_type"] == "SystemTimeout"
+    assert events[-1][1]["error_message"] == "the client sent nothing for 0.2 s"
+
+
+async def test_an_upload_over_its_deadline_ends_with_system_timeout(serve: Serve) -> None:
+    """A client that trickles bytes forever still meets the upload deadline."""
+    client = await serve(upload_timeout=0.3, read_timeout=5)
+    stop = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield multipart([("images", "a.png", images.png())])[:100]
+        while not stop.is_set():
+            yield b"x"
+            await asyncio.sleep(0.02)
+
+    response = await client.post("/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE})
+    raw = await asyncio.wait_for(response.content.read(), 5)
+    stop.set()
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_type"] == "SystemTimeout"
+    assert events[-1][1]["error_message"] == "the upload took longer than 0.3 s"
+
+
+async def test_embedding_in_a_sub_application_at_another_path(aiohttp_client: Any) -> None:
+    """setup() on a sub-app: the endpoint answers under the parent's prefix."""
+    parent = web.Application()
+    child = ocr_sse.setup(web.Application(), config=Config(max_files=1), path="/ocr")
+    parent.add_subapp("/v2", child)
+    client = await aiohttp_client(parent)
+    assert child[ocr_sse.CONFIG].max_files == 1
+    response = await client.post(
+        "/v2/ocr", data=multipart([("images", "a.png", images.png()), ("images", "b.png", images.png())]), headers={"Content-Type": CONTENT_TYPE}
+    )
+    events = read_events(await response.read())
+    assert only(events, "image_validation_error")[0]["error_code"] == {"CountLimitExceeded": {"count": 2, "limit": 1}}
+
+
+async def test_standalone_app_answers_healthz(aiohttp_client: Any) -> None:
+    """The app factory serves GET /healthz and the endpoint."""
+    client = await aiohttp_client(ocr_sse.create_app([]))
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+    status, _, raw = await post(client, multipart([("images", "a.png", images.png())]))
+    assert status == 200 and types(read_events(raw)) == ONE_FILE
