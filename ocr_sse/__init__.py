@@ -10,6 +10,14 @@ from .app import CONFIG, create_app, setup
 from .config import Config, ConfigError
 from .handler import handle_upload
 
-__all__ = ("CONFIG", "Config", "ConfigError", "__version__", "create_app", "handle_upload", "setup")
+__all__ = (
+    "CONFIG",
+    "Config",
+    "ConfigError",
+    "__version__",
+    "create_app",
+    "handle_upload",
+    "setup",
+)
 
 __version__ = "0.1.0"

@@ -34,7 +34,9 @@ def main(
         config = Config.from_args(argv, environ)
     except ConfigError as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     web.run_app(
         standalone_app(config),
         host=config.host,

@@ -36,8 +36,7 @@ def check_request(
         raise Refused(
             415,
             "Unsupported Media Type",
-            "the body must be multipart/form-data with the images in"
-            " 'images' parts",
+            "the body must be multipart/form-data with the images in 'images' parts",
         )
     boundary = mimetype.parameters.get("boundary", "")
     if not 0 < len(boundary) <= _MAX_BOUNDARY:

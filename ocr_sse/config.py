@@ -19,7 +19,7 @@ import attrs
 
 from .validation import KNOWN_FORMATS
 
-__all__ = ("Config", "ConfigError", "ENV_PREFIX")
+__all__ = ("ENV_PREFIX", "Config", "ConfigError")
 
 ENV_PREFIX = "OCR_SSE_"
 
@@ -83,8 +83,9 @@ def _formats(
 ) -> None:
     unknown = value - KNOWN_FORMATS
     if unknown or not value:
+        known = _show_formats(KNOWN_FORMATS)
         raise ConfigError(
-            f"allowed_formats must be a non-empty list of {_show_formats(KNOWN_FORMATS)}"
+            f"allowed_formats must be a non-empty list of {known}"
             + (f"; unknown: {_show_formats(frozenset(unknown))}" if unknown else "")
         )
 
@@ -112,7 +113,9 @@ class Config:
     """Every setting of the endpoint and of the standalone server."""
 
     host: str = _setting("127.0.0.1", str, "address the server listens on")
-    port: int = _setting(3000, _parse_int, "port the server listens on", validator=_port)
+    port: int = _setting(
+        3000, _parse_int, "port the server listens on", validator=_port
+    )
     max_file_size: int = _setting(
         10 * MiB, _parse_size, "largest accepted file, in bytes", validator=_positive
     )
@@ -122,8 +125,7 @@ class Config:
     max_request_size: int | None = _setting(
         None,
         _parse_size,
-        "largest request body, in bytes"
-        " (default: max_file_size x max_files + 1 MiB)",
+        "largest request body, in bytes (default: max_file_size x max_files + 1 MiB)",
         validator=attrs.validators.optional(_positive),
     )
     allowed_formats: frozenset[str] = _setting(

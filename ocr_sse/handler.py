@@ -27,8 +27,8 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import Any, TypeVar
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import attrs
 import orjson
@@ -80,7 +80,13 @@ SSE_HEADERS = {
 READ_CHUNK = 256 * 1024
 
 # What aiohttp's multipart reader raises for a body it cannot parse.
-_MALFORMED = (ValueError, AssertionError, RuntimeError, LookupError, HttpProcessingError)
+_MALFORMED = (
+    ValueError,
+    AssertionError,
+    RuntimeError,
+    LookupError,
+    HttpProcessingError,
+)
 
 
 @attrs.define(kw_only=True)
@@ -173,7 +179,9 @@ async def _stream_upload(
     logger.info("upload %s started", session_id)
     try:
         async with out.keeping_alive(runtime.config.keepalive_interval):
-            await out.send(UploadStarted(total_files=total_files, session_id=session_id))
+            await out.send(
+                UploadStarted(total_files=total_files, session_id=session_id)
+            )
             for event in await _run_upload(request, out, runtime, session_id, started):
                 await out.send(event)
         await response.write_eof()
@@ -238,7 +246,10 @@ async def _run_upload(
             ),
         ]
     logger.info(
-        "upload %s failed: %s: %s", session_id, failure.error_type.value, failure.message
+        "upload %s failed: %s: %s",
+        session_id,
+        failure.error_type.value,
+        failure.message,
     )
     return [
         ProcessingError(
@@ -328,9 +339,13 @@ async def _read_files(
             part, keep_up_to=config.max_file_size if counted else 0
         )
         await out.send(
-            ImageReceived(file_index=file_index, file_name=head.file_name, size_bytes=size)
+            ImageReceived(
+                file_index=file_index, file_name=head.file_name, size_bytes=size
+            )
         )
-        await out.send(ImageValidationStart(file_index=file_index, file_name=head.file_name))
+        await out.send(
+            ImageValidationStart(file_index=file_index, file_name=head.file_name)
+        )
         outcome = _validate_later(
             runtime, chunks, file_index=file_index, file_name=head.file_name, size=size
         )
@@ -410,7 +425,9 @@ async def _write_results(
             )
         else:
             tally.valid += 1
-            event = ImageValidationSuccess(file_index=file.file_index, file_info=outcome)
+            event = ImageValidationSuccess(
+                file_index=file.file_index, file_info=outcome
+            )
         await out.send(event)
 
 
@@ -474,7 +491,8 @@ class _Body:
             ) from None
         except _MALFORMED as exc:
             raise UploadFailed(
-                ErrorType.MULTIPART_PARSING, f"malformed multipart body: {describe(exc)}"
+                ErrorType.MULTIPART_PARSING,
+                f"malformed multipart body: {describe(exc)}",
             ) from None
         if self._request.content.total_bytes > config.request_size_limit:
             raise UploadFailed(

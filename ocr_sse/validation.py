@@ -86,8 +86,7 @@ def check_arrival(
     if file_index >= max_files:
         raise InvalidImage(
             CountLimitExceeded(count=file_index + 1, limit=max_files),
-            f"file {file_index + 1} is over the limit of {max_files} files"
-            " per upload",
+            f"file {file_index + 1} is over the limit of {max_files} files per upload",
         )
 
 
@@ -132,7 +131,7 @@ def decode(
             CorruptedFile(),
             f"image has more pixels than the limit of {limit} pixels",
         ) from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means corrupt
+    except Exception as exc:
         raise InvalidImage(
             CorruptedFile(), f"image does not decode: {describe(exc)}"
         ) from None

@@ -110,17 +110,34 @@ async def test_valid_and_invalid_file_stream_in_contract_order(serve: Serve) -> 
     assert started["total_files"] == 2
     size = len(images.png(width=120, height=80))
     assert only(events, "image_received") == [
-        {"file_index": 0, "file_name": "receipt.png", "size_bytes": size, "timestamp": only(events, "image_received")[0]["timestamp"]},
-        {"file_index": 1, "file_name": "notes.pdf", "size_bytes": 17, "timestamp": only(events, "image_received")[1]["timestamp"]},
+        {
+            "file_index": 0,
+            "file_name": "receipt.png",
+            "size_bytes": size,
+            "timestamp": only(events, "image_received")[0]["timestamp"],
+        },
+        {
+            "file_index": 1,
+            "file_name": "notes.pdf",
+            "size_bytes": 17,
+            "timestamp": only(events, "image_received")[1]["timestamp"],
+        },
     ]
-    assert [(d["file_index"], d["file_name"]) for d in only(events, "image_validation_start")] == [
+    assert [
+        (d["file_index"], d["file_name"])
+        for d in only(events, "image_validation_start")
+    ] == [
         (0, "receipt.png"),
         (1, "notes.pdf"),
     ]
     success = only(events, "image_validation_success")[0]
     info = success["file_info"]
     assert success["file_index"] == 0
-    assert {k: v for k, v in info.items() if k not in ("processed_at", "processing_duration_ms")} == {
+    assert {
+        k: v
+        for k, v in info.items()
+        if k not in ("processed_at", "processing_duration_ms")
+    } == {
         "file_name": "receipt.png",
         "content_type": "image/png",
         "size_bytes": size,
@@ -139,7 +156,11 @@ async def test_valid_and_invalid_file_stream_in_contract_order(serve: Serve) -> 
         "error_code": {"UnsupportedFormat": {"detected": "application/pdf"}},
     }
     summary = only(events, "all_images_validated")[0]
-    assert (summary["total_processed"], summary["successful_count"], summary["failed_count"]) == (2, 1, 1)
+    assert (
+        summary["total_processed"],
+        summary["successful_count"],
+        summary["failed_count"],
+    ) == (2, 1, 1)
     complete = only(events, "processing_complete")[0]
     assert complete["session_id"] == session_id
     assert (complete["total_files"], complete["successful_files"]) == (2, 1)
@@ -174,7 +195,12 @@ async def test_each_accepted_format_validates_with_its_size(
     events = await upload(client, ("scan", data))
     assert types(events) == ONE_FILE
     info = only(events, "image_validation_success")[0]["file_info"]
-    assert (info["format"], info["content_type"], info["width"], info["height"]) == (format, mime, 33, 21)
+    assert (info["format"], info["content_type"], info["width"], info["height"]) == (
+        format,
+        mime,
+        33,
+        21,
+    )
     assert info["size_bytes"] == len(data)
 
 
@@ -226,20 +252,43 @@ async def test_each_error_code_reaches_the_client(
     """A failing file gives image_validation_error with the serde error code."""
     client = await serve(**settings)
     events = await upload(client, ("bad.bin", data))
-    assert types(events)[:3] == ["upload_started", "image_received", "image_validation_start"]
-    assert types(events)[3:] == ["image_validation_error", "all_images_validated", "processing_complete"]
+    assert types(events)[:3] == [
+        "upload_started",
+        "image_received",
+        "image_validation_start",
+    ]
+    assert types(events)[3:] == [
+        "image_validation_error",
+        "all_images_validated",
+        "processing_complete",
+    ]
     error = only(events, "image_validation_error")[0]
     assert error["error_code"] == code
     assert error["error_message"].startswith(message)
     assert only(events, "image_received")[0]["size_bytes"] == len(data)
 
 
-async def test_files_past_the_count_limit_are_reported_not_validated(serve: Serve) -> None:
+async def test_files_past_the_count_limit_are_reported_not_validated(
+    serve: Serve,
+) -> None:
     """The third file of a two-file limit is CountLimitExceeded; the rest go on."""
     client = await serve(max_files=2)
-    events = await upload(client, ("a.png", images.png()), ("b.png", images.png()), ("c.png", images.png()))
-    results = [(d["file_index"], d.get("error_code")) for k, d in events if k.startswith("image_validation_") and k != "image_validation_start"]
-    assert results == [(0, None), (1, None), (2, {"CountLimitExceeded": {"count": 3, "limit": 2}})]
+    events = await upload(
+        client,
+        ("a.png", images.png()),
+        ("b.png", images.png()),
+        ("c.png", images.png()),
+    )
+    results = [
+        (d["file_index"], d.get("error_code"))
+        for k, d in events
+        if k.startswith("image_validation_") and k != "image_validation_start"
+    ]
+    assert results == [
+        (0, None),
+        (1, None),
+        (2, {"CountLimitExceeded": {"count": 3, "limit": 2}}),
+    ]
     summary = only(events, "all_images_validated")[0]
     assert (summary["successful_count"], summary["failed_count"]) == (2, 1)
 
@@ -247,9 +296,17 @@ async def test_files_past_the_count_limit_are_reported_not_validated(serve: Serv
 async def test_a_failed_file_does_not_stop_the_next(serve: Serve) -> None:
     """Results arrive in file order and every file is validated."""
     client = await serve()
-    files = [("ok0.png", images.png()), ("bad.png", images.truncated(images.png(width=200, height=200))), ("ok2.jpg", images.jpeg())]
+    files = [
+        ("ok0.png", images.png()),
+        ("bad.png", images.truncated(images.png(width=200, height=200))),
+        ("ok2.jpg", images.jpeg()),
+    ]
     events = await upload(client, *files)
-    results = [(k, d["file_index"]) for k, d in events if k in ("image_validation_success", "image_validation_error")]
+    results = [
+        (k, d["file_index"])
+        for k, d in events
+        if k in ("image_validation_success", "image_validation_error")
+    ]
     assert results == [
         ("image_validation_success", 0),
         ("image_validation_error", 1),
@@ -262,7 +319,8 @@ async def test_file_names_are_echoed_safely(serve: Serve) -> None:
     client = await serve()
     name = 'evil"\r\nevent: processing_complete\r\ndata: {}\r\n\r\n\u00e9\U0001f9fe'
     body = (
-        b"--testboundary1234\r\nContent-Disposition: form-data; name=\"images\"; filename*=utf-8''"
+        b"--testboundary1234\r\n"
+        b"Content-Disposition: form-data; name=\"images\"; filename*=utf-8''"
         + _percent(name).encode()
         + b"\r\n\r\n"
         + images.png()
@@ -293,7 +351,9 @@ async def test_requests_that_are_not_uploads_are_refused(
 ) -> None:
     """Wrong or boundary-less Content-Type: a problem+json refusal, no stream."""
     client = await serve()
-    response = await client.post("/api/ocr", data=b"x", headers={"Content-Type": content_type})
+    response = await client.post(
+        "/api/ocr", data=b"x", headers={"Content-Type": content_type}
+    )
     assert response.status == status
     assert response.headers["Content-Type"] == "application/problem+json"
     problem = orjson.loads(await response.read())
@@ -304,16 +364,23 @@ async def test_requests_that_are_not_uploads_are_refused(
 async def test_declared_body_over_the_limit_is_refused_with_413(serve: Serve) -> None:
     """A Content-Length over the request limit is refused before reading it."""
     client = await serve(max_request_size=1000)
-    status, headers, raw = await post(client, b"x" * 1001)
+    status, _, raw = await post(client, b"x" * 1001)
     assert status == 413
-    assert orjson.loads(raw)["detail"] == "the body is 1001 bytes, over the limit of 1000 bytes"
+    assert (
+        orjson.loads(raw)["detail"]
+        == "the body is 1001 bytes, over the limit of 1000 bytes"
+    )
 
 
 @pytest.mark.parametrize("value", ["-1", "1.5", "abc", "", "+3", "1e3"])
 async def test_bad_total_files_is_refused_with_400(serve: Serve, value: str) -> None:
     """total_files must be a non-negative whole number."""
     client = await serve()
-    status, _, raw = await post(client, multipart([("images", "a.png", images.png())]), query=f"?total_files={value}")
+    status, _, raw = await post(
+        client,
+        multipart([("images", "a.png", images.png())]),
+        query=f"?total_files={value}",
+    )
     assert status == 400
     assert "total_files" in orjson.loads(raw)["detail"]
 
@@ -329,7 +396,9 @@ async def test_expect_continue_is_refused_before_the_body(serve: Serve) -> None:
 async def test_expect_continue_lets_an_upload_in(serve: Serve) -> None:
     """An admissible upload sent with Expect: 100-continue streams as usual."""
     client = await serve()
-    status, _, raw = await post(client, multipart([("images", "a.png", images.png())]), Expect="100-continue")
+    status, _, raw = await post(
+        client, multipart([("images", "a.png", images.png())]), Expect="100-continue"
+    )
     assert status == 200
     assert types(read_events(raw)) == ONE_FILE
 
@@ -342,11 +411,15 @@ async def test_uploads_over_the_concurrency_limit_get_503(serve: Serve) -> None:
     async def held_body() -> AsyncIterator[bytes]:
         yield b"--testboundary1234\r\n"
         await release.wait()
-        yield multipart([("images", "a.png", images.png())])[len(b"--testboundary1234\r\n"):]
+        yield multipart([("images", "a.png", images.png())])[
+            len(b"--testboundary1234\r\n") :
+        ]
 
     first = asyncio.create_task(post(client, held_body()))
     await asyncio.sleep(0.2)
-    status, headers, raw = await post(client, multipart([("images", "a.png", images.png())]))
+    status, headers, raw = await post(
+        client, multipart([("images", "a.png", images.png())])
+    )
     release.set()
     assert status == 503
     assert headers["Retry-After"] == "1"
@@ -362,20 +435,30 @@ MALFORMED = {
     "no parts at all": b"--testboundary1234--\r\n",
     "only other fields": multipart([("note", None, b"hi")]),
     "truncated in a part": multipart([("images", "a.png", images.png())])[:-40],
-    "no closing boundary": multipart([("images", "a.png", images.png())])[: -len("--testboundary1234--\r\n")],
+    "no closing boundary": multipart([("images", "a.png", images.png())])[
+        : -len("--testboundary1234--\r\n")
+    ],
     "wrong boundary": multipart([("images", "a.png", images.png())], boundary="other"),
     "garbage": b"\x00\xff" * 100,
-    "header line too long": b"--testboundary1234\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\nx\r\n--testboundary1234--\r\n",
-    "bad header line": b"--testboundary1234\r\nno colon here\r\n\r\nx\r\n--testboundary1234--\r\n",
-    "base64 part": b"--testboundary1234\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a\"\r\n"
+    "header line too long": b"--testboundary1234\r\nX-Long: "
+    + b"a" * 9000
+    + b"\r\n\r\nx\r\n--testboundary1234--\r\n",
+    "bad header line": b"--testboundary1234\r\nno colon here\r\n\r\n"
+    b"x\r\n--testboundary1234--\r\n",
+    "base64 part": b"--testboundary1234\r\n"
+    b'Content-Disposition: form-data; name="images"; filename="a"\r\n'
     b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--testboundary1234--\r\n",
-    "nested multipart": b"--testboundary1234\r\nContent-Disposition: form-data; name=\"images\"\r\n"
-    b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n--inner\r\n\r\nx\r\n--inner--\r\n\r\n--testboundary1234--\r\n",
+    "nested multipart": b"--testboundary1234\r\n"
+    b'Content-Disposition: form-data; name="images"\r\n'
+    b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n"
+    b"--inner\r\n\r\nx\r\n--inner--\r\n\r\n--testboundary1234--\r\n",
 }
 
 
 @pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
-async def test_malformed_bodies_end_with_multipart_parsing_error(serve: Serve, body: bytes) -> None:
+async def test_malformed_bodies_end_with_multipart_parsing_error(
+    serve: Serve, body: bytes
+) -> None:
     """A body that is not a usable upload ends the stream with processing_error."""
     client = await serve()
     status, _, raw = await post(client, body)
@@ -393,7 +476,12 @@ async def test_malformed_bodies_end_with_multipart_parsing_error(serve: Serve, b
 async def test_files_before_a_malformed_part_are_still_reported(serve: Serve) -> None:
     """Results already earned are written before the processing_error."""
     client = await serve()
-    body = multipart([("images", "a.png", images.png())])[: -len("--testboundary1234--\r\n")] + b"--testboundary1234\r\nbroken\r\n\r\n"
+    body = (
+        multipart([("images", "a.png", images.png())])[
+            : -len("--testboundary1234--\r\n")
+        ]
+        + b"--testboundary1234\r\nbroken\r\n\r\n"
+    )
     _, _, raw = await post(client, body)
     events = read_events(raw)
     assert types(events)[-1] == "processing_error"
@@ -412,10 +500,15 @@ async def test_too_many_parts_end_the_upload(serve: Serve) -> None:
 async def test_large_form_fields_end_the_upload(serve: Serve) -> None:
     """A non-file field over max_field_size ends the upload."""
     client = await serve(max_field_size=100)
-    _, _, raw = await post(client, multipart([("note", None, b"x" * 101), ("images", "a.png", images.png())]))
+    _, _, raw = await post(
+        client,
+        multipart([("note", None, b"x" * 101), ("images", "a.png", images.png())]),
+    )
     events = read_events(raw)
     assert types(events) == ["upload_started", "processing_error"]
-    assert events[-1][1]["error_message"] == "a form field is over the limit of 100 bytes"
+    assert (
+        events[-1][1]["error_message"] == "a form field is over the limit of 100 bytes"
+    )
 
 
 async def test_body_over_the_limit_is_stopped_while_streaming(serve: Serve) -> None:
@@ -423,8 +516,13 @@ async def test_body_over_the_limit_is_stopped_while_streaming(serve: Serve) -> N
     client = await serve(max_request_size=50_000, max_file_size=1_000_000)
 
     async def body() -> AsyncIterator[bytes]:
-        yield multipart([("images", "a.png", images.png())])[: -len("--testboundary1234--\r\n")]
-        yield b"--testboundary1234\r\nContent-Disposition: form-data; name=\"images\"; filename=\"big\"\r\n\r\n"
+        yield multipart([("images", "a.png", images.png())])[
+            : -len("--testboundary1234--\r\n")
+        ]
+        yield (
+            b"--testboundary1234\r\n"
+            b'Content-Disposition: form-data; name="images"; filename="big"\r\n\r\n'
+        )
         for _ in range(100):
             yield b"x" * 10_000
 
@@ -435,7 +533,9 @@ async def test_body_over_the_limit_is_stopped_while_streaming(serve: Serve) -> N
     assert events[-1][1]["error_type"] == "MultipartParsingError"
 
 
-async def test_results_arrive_while_the_upload_is_still_being_sent(serve: Serve) -> None:
+async def test_results_arrive_while_the_upload_is_still_being_sent(
+    serve: Serve,
+) -> None:
     """Full duplex: file 0's result reaches the client before file 1 is sent.
 
     The body generator waits to send file 1 until the client has read file
@@ -445,7 +545,10 @@ async def test_results_arrive_while_the_upload_is_still_being_sent(serve: Serve)
     client = await serve()
     seen_first_result = asyncio.Event()
     seen_started = asyncio.Event()
-    first, second = multipart([("images", "first.png", images.png())]), multipart([("images", "second.png", images.png())])
+    first, second = (
+        multipart([("images", "first.png", images.png())]),
+        multipart([("images", "second.png", images.png())]),
+    )
     head = first[: -len("--testboundary1234--\r\n")]
 
     delimiter = b"--testboundary1234\r\n"
@@ -454,11 +557,13 @@ async def test_results_arrive_while_the_upload_is_still_being_sent(serve: Serve)
         yield b"--testboundary1234"  # not even one whole part yet
         await seen_started.wait()
         # File 0 ends where the next delimiter starts: send that much only.
-        yield head[len(b"--testboundary1234"):] + delimiter
+        yield head[len(b"--testboundary1234") :] + delimiter
         await seen_first_result.wait()
-        yield second[len(delimiter):]
+        yield second[len(delimiter) :]
 
-    response = await client.post("/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE})
+    response = await client.post(
+        "/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE}
+    )
     assert response.status == 200
     raw = b""
     async with asyncio.timeout(10):
@@ -469,7 +574,9 @@ async def test_results_arrive_while_the_upload_is_still_being_sent(serve: Serve)
             if b"event: image_validation_success" in raw:
                 seen_first_result.set()
     events = read_events(raw)
-    assert [d["file_info"]["file_name"] for d in only(events, "image_validation_success")] == ["first.png", "second.png"]
+    assert [
+        d["file_info"]["file_name"] for d in only(events, "image_validation_success")
+    ] == ["first.png", "second.png"]
     assert types(events)[-1] == "processing_complete"
 
 
@@ -478,7 +585,13 @@ async def test_concurrent_uploads_see_only_their_own_events(serve: Serve) -> Non
     client = await serve()
 
     async def one(n: int) -> list[tuple[str, dict[str, Any]]]:
-        return await upload(client, *[(f"u{n}-f{i}.png", images.png(width=10 + n, height=10 + i)) for i in range(3)])
+        return await upload(
+            client,
+            *[
+                (f"u{n}-f{i}.png", images.png(width=10 + n, height=10 + i))
+                for i in range(3)
+            ],
+        )
 
     streams = await asyncio.gather(*(one(n) for n in range(20)))
     session_ids = set()
@@ -489,7 +602,10 @@ async def test_concurrent_uploads_see_only_their_own_events(serve: Serve) -> Non
         assert {d["session_id"] for k, d in events if "session_id" in d} == {session_id}
         names = {d["file_name"] for k, d in events if "file_name" in d}
         assert names == {f"u{n}-f{i}.png" for i in range(3)}
-        sizes = [(d["file_info"]["width"], d["file_info"]["height"]) for d in only(events, "image_validation_success")]
+        sizes = [
+            (d["file_info"]["width"], d["file_info"]["height"])
+            for d in only(events, "image_validation_success")
+        ]
         assert sizes == [(10 + n, 10 + i) for i in range(3)]
     assert len(session_ids) == 20
 
@@ -519,7 +635,9 @@ async def test_a_stalled_sender_ends_with_system_timeout(serve: Serve) -> None:
         yield multipart([("images", "a.png", images.png())])[:100]
         await stop.wait()
 
-    response = await client.post("/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE})
+    response = await client.post(
+        "/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE}
+    )
     raw = await asyncio.wait_for(response.content.read(), 5)
     stop.set()
     events = read_events(raw)
@@ -528,7 +646,9 @@ async def test_a_stalled_sender_ends_with_system_timeout(serve: Serve) -> None:
     assert events[-1][1]["error_message"] == "the client sent nothing for 0.2 s"
 
 
-async def test_an_upload_over_its_deadline_ends_with_system_timeout(serve: Serve) -> None:
+async def test_an_upload_over_its_deadline_ends_with_system_timeout(
+    serve: Serve,
+) -> None:
     """A client that trickles bytes forever still meets the upload deadline."""
     client = await serve(upload_timeout=0.3, read_timeout=5)
     stop = asyncio.Event()
@@ -539,7 +659,9 @@ async def test_an_upload_over_its_deadline_ends_with_system_timeout(serve: Serve
             yield b"x"
             await asyncio.sleep(0.02)
 
-    response = await client.post("/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE})
+    response = await client.post(
+        "/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE}
+    )
     raw = await asyncio.wait_for(response.content.read(), 5)
     stop.set()
     events = read_events(raw)
@@ -548,7 +670,9 @@ async def test_an_upload_over_its_deadline_ends_with_system_timeout(serve: Serve
     assert events[-1][1]["error_message"] == "the upload took longer than 0.3 s"
 
 
-async def test_embedding_in_a_sub_application_at_another_path(aiohttp_client: Any) -> None:
+async def test_embedding_in_a_sub_application_at_another_path(
+    aiohttp_client: Any,
+) -> None:
     """setup() on a sub-app: the endpoint answers under the parent's prefix."""
     parent = web.Application()
     child = ocr_sse.setup(web.Application(), config=Config(max_files=1), path="/ocr")
@@ -556,10 +680,16 @@ async def test_embedding_in_a_sub_application_at_another_path(aiohttp_client: An
     client = await aiohttp_client(parent)
     assert child[ocr_sse.CONFIG].max_files == 1
     response = await client.post(
-        "/v2/ocr", data=multipart([("images", "a.png", images.png()), ("images", "b.png", images.png())]), headers={"Content-Type": CONTENT_TYPE}
+        "/v2/ocr",
+        data=multipart(
+            [("images", "a.png", images.png()), ("images", "b.png", images.png())]
+        ),
+        headers={"Content-Type": CONTENT_TYPE},
     )
     events = read_events(await response.read())
-    assert only(events, "image_validation_error")[0]["error_code"] == {"CountLimitExceeded": {"count": 2, "limit": 1}}
+    assert only(events, "image_validation_error")[0]["error_code"] == {
+        "CountLimitExceeded": {"count": 2, "limit": 1}
+    }
 
 
 async def test_standalone_app_answers_healthz(aiohttp_client: Any) -> None:

@@ -27,9 +27,13 @@ def multipart(parts: Iterable[Part], *, boundary: str = BOUNDARY) -> bytes:
         if file_name is not None:
             disposition += f'; filename="{file_name}"'
         body += (
-            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode() + data + b"\r\n"
+            (
+                f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     return body + f"--{boundary}--\r\n".encode()
 
 
@@ -39,7 +43,9 @@ def frames(raw: bytes) -> list[bytes]:
     position = 0
     while position < len(raw):
         match = _FRAME.match(raw, position)
-        assert match is not None, f"not an SSE frame at {position}: {raw[position:position + 80]!r}"
+        assert match is not None, (
+            f"not an SSE frame at {position}: {raw[position : position + 80]!r}"
+        )
         found.append(match.group(0))
         position = match.end()
     return found
@@ -60,7 +66,9 @@ def read_events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
         name, payload = match.group(1).decode(), orjson.loads(match.group(2))
         assert set(payload) == {"type", "data"} and payload["type"] == name
         for key in ("timestamp", "processed_at"):
-            stamp = payload["data"].get(key) or payload["data"].get("file_info", {}).get(key)
+            stamp = payload["data"].get(key) or payload["data"].get(
+                "file_info", {}
+            ).get(key)
             if stamp is not None:
                 assert _TIMESTAMP.fullmatch(stamp), stamp
         events.append((name, payload["data"]))
