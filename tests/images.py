@@ -54,3 +54,23 @@ def pixel_bomb_png(*, width: int = 100_000, height: int = 100_000) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+def apng(*, width: int = 16, height: int = 12) -> bytes:
+    """An animated PNG of two frames (image/apng to magic-byte detection)."""
+    frames = [Image.new("RGB", (width, height), colour) for colour in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "PNG", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
+def pdf() -> bytes:
+    """A minimal one-page PDF: a document, not an image."""
+    return (
+        b"%PDF-1.4\n"
+        b"1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+        b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
+        b"3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >> endobj\n"
+        b"trailer << /Root 1 0 R >>\n"
+        b"%%EOF\n"
+    )

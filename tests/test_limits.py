@@ -1,0 +1,88 @@
+"""Upload slots (:mod:`ocr_sse.limits`): at most *limit* uploads in flight."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocr_sse.limits import UploadSlots
+
+
+def test_new_slots_are_all_free() -> None:
+    """A new UploadSlots has none in use."""
+    assert UploadSlots(limit=3).in_use == 0
+
+
+def test_take_up_to_the_limit() -> None:
+    """Exactly *limit* slots can be taken; each take counts one."""
+    slots = UploadSlots(limit=3)
+
+    assert [slots.try_take() for _ in range(3)] == [True, True, True]
+    assert slots.in_use == 3
+
+
+def test_take_past_the_limit_is_refused() -> None:
+    """Once all slots are taken, try_take() says no and counts nothing."""
+    slots = UploadSlots(limit=2)
+    slots.try_take()
+    slots.try_take()
+
+    assert slots.try_take() is False
+    assert slots.try_take() is False
+    assert slots.in_use == 2
+
+
+def test_give_back_frees_one_slot() -> None:
+    """A slot given back can be taken again, by exactly one more upload."""
+    slots = UploadSlots(limit=1)
+    assert slots.try_take() is True
+
+    slots.give_back()
+
+    assert slots.in_use == 0
+    assert slots.try_take() is True
+    assert slots.try_take() is False
+
+
+def test_give_back_without_take_raises() -> None:
+    """Giving back a slot never taken is a bug, reported, not counted below 0."""
+    slots = UploadSlots(limit=2)
+
+    with pytest.raises(RuntimeError, match="no upload slot is taken"):
+        slots.give_back()
+    assert slots.in_use == 0
+
+
+def test_give_back_once_too_often_raises() -> None:
+    """A second give_back() for one take raises and leaves the count at 0."""
+    slots = UploadSlots(limit=2)
+    slots.try_take()
+    slots.give_back()
+
+    with pytest.raises(RuntimeError):
+        slots.give_back()
+    assert slots.in_use == 0
+
+
+def test_zero_limit_refuses_everything() -> None:
+    """With a limit of 0 no upload is ever admitted."""
+    slots = UploadSlots(limit=0)
+
+    assert slots.try_take() is False
+    assert slots.in_use == 0
+
+
+def test_many_takes_and_gives_balance() -> None:
+    """Any sequence of takes and matching give-backs ends with all slots free."""
+    slots = UploadSlots(limit=5)
+    taken = 0
+    for step in range(100):
+        if step % 3 == 2 and taken:
+            slots.give_back()
+            taken -= 1
+        elif slots.try_take():
+            taken += 1
+        assert slots.in_use == taken <= 5
+    for _ in range(taken):
+        slots.give_back()
+
+    assert slots.in_use == 0

@@ -1,0 +1,252 @@
+"""What a multipart part is, from its headers (:mod:`ocr_sse.parts`)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from aiohttp.multipart import BadContentDispositionHeader
+from multidict import CIMultiDict
+
+from ocr_sse.errors import UploadFailed
+from ocr_sse.events import ErrorType, ImageReceived, to_json
+from ocr_sse.parts import FILE_FIELD, MAX_FILE_NAME, PartHead, read_head
+
+
+def head(disposition: str | None = None, **more: str) -> PartHead:
+    headers: CIMultiDict[str] = CIMultiDict()
+    if disposition is not None:
+        headers["Content-Disposition"] = disposition
+    for name, value in more.items():
+        headers[name.replace("_", "-")] = value
+    return read_head(headers)
+
+
+# -- field and file names ------------------------------------------------------------
+
+
+def test_images_part_is_a_file() -> None:
+    """A part of field `images` with a file name is a file with that name."""
+    part = head('form-data; name="images"; filename="receipt.jpg"')
+
+    assert part == PartHead(field_name="images", file_name="receipt.jpg")
+    assert part.is_file
+
+
+def test_file_field_is_images() -> None:
+    """The file field of the contract is `images`."""
+    assert FILE_FIELD == "images"
+
+
+def test_other_field_is_not_a_file() -> None:
+    """A part of another field is not a file, even with a file name."""
+    part = head('form-data; name="document"; filename="receipt.jpg"')
+
+    assert part == PartHead(field_name="document", file_name="receipt.jpg")
+    assert not part.is_file
+
+
+def test_field_name_is_case_sensitive() -> None:
+    """`Images` is not `images`: form field names are compared exactly."""
+    assert not head('form-data; name="Images"; filename="a.png"').is_file
+
+
+def test_images_part_without_file_name() -> None:
+    """An `images` part without filename is a file whose name is None."""
+    part = head('form-data; name="images"')
+
+    assert part == PartHead(field_name="images", file_name=None)
+    assert part.is_file
+
+
+def test_token_names_need_no_quotes() -> None:
+    """Unquoted token values are read as they are."""
+    assert head("form-data; name=images; filename=a.png") == PartHead(
+        field_name="images", file_name="a.png"
+    )
+
+
+def test_part_without_content_disposition() -> None:
+    """A part without Content-Disposition has no field and is not a file."""
+    part = head()
+
+    assert part == PartHead(field_name=None, file_name=None)
+    assert not part.is_file
+
+
+def test_rfc5987_file_name() -> None:
+    """filename* (RFC 5987, percent-encoded UTF-8) gives the decoded name."""
+    part = head("form-data; name=\"images\"; filename*=UTF-8''%E2%82%AC%20rates.png")
+
+    assert part.file_name == "\u20ac rates.png"
+
+
+def test_rfc5987_file_name_wins_over_plain() -> None:
+    """With both filename and filename*, the extended filename* is used."""
+    part = head(
+        'form-data; name="images"; filename="fallback.png";'
+        " filename*=UTF-8''%C3%A9t%C3%A9.png"
+    )
+
+    assert part.file_name == "\u00e9t\u00e9.png"
+
+
+def test_rfc5987_latin1_file_name() -> None:
+    """filename* in ISO-8859-1 is decoded with that charset."""
+    part = head("form-data; name=\"images\"; filename*=iso-8859-1''%E9t%E9.png")
+
+    assert part.file_name == "\u00e9t\u00e9.png"
+
+
+def test_quoted_file_name_keeps_semicolon_and_spaces() -> None:
+    """A quoted file name with spaces and a semicolon is read whole."""
+    part = head('form-data; name="images"; filename="a b; c.png"')
+
+    assert part.file_name == "a b; c.png"
+
+
+def test_escaped_quote_in_file_name() -> None:
+    """A backslash-escaped quote inside a quoted file name is a quote."""
+    part = head('form-data; name="images"; filename="say \\"hi\\".png"')
+
+    assert part.file_name == 'say "hi".png'
+
+
+def test_raw_utf8_file_name() -> None:
+    """A raw UTF-8 file name (as browsers send it) is read as text."""
+    raw = "\u65e5\u672c\u8a9e.png".encode().decode("utf-8", "surrogateescape")
+    part = head(f'form-data; name="images"; filename="{raw}"')
+
+    assert part.file_name == "\u65e5\u672c\u8a9e.png"
+
+
+def test_malformed_disposition_is_not_a_file() -> None:
+    """An unparsable Content-Disposition gives no field: the part is skipped."""
+    with pytest.warns(BadContentDispositionHeader):
+        part = head('form-data; name="images"; name="images"')
+
+    assert part == PartHead(field_name=None, file_name=None)
+    assert not part.is_file
+
+
+# -- encodings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["Content-Transfer-Encoding", "Content-Encoding"])
+@pytest.mark.parametrize(
+    "value", ["", "binary", "8bit", "7bit", "identity", "BINARY", " 8Bit "]
+)
+def test_identity_encodings_are_accepted(header: str, value: str) -> None:
+    """Encodings that leave the bytes as they are, in any case, are accepted."""
+    headers = CIMultiDict(
+        {"Content-Disposition": 'form-data; name="images"; filename="a.png"'}
+    )
+    headers[header] = value
+
+    assert read_head(headers) == PartHead(field_name="images", file_name="a.png")
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("Content-Transfer-Encoding", "base64"),
+        ("Content-Transfer-Encoding", "quoted-printable"),
+        ("Content-Transfer-Encoding", "BASE64"),
+        ("Content-Encoding", "gzip"),
+        ("Content-Encoding", "deflate"),
+        ("Content-Encoding", "br"),
+    ],
+)
+def test_encoded_part_fails_the_upload(header: str, value: str) -> None:
+    """A base64 or compressed part ends the upload with MultipartParsingError."""
+    headers = CIMultiDict(
+        {"Content-Disposition": 'form-data; name="images"; filename="a.png"'}
+    )
+    headers[header] = value
+
+    with pytest.raises(UploadFailed) as caught:
+        read_head(headers)
+
+    assert caught.value.error_type is ErrorType.MULTIPART_PARSING
+    assert caught.value.message == (
+        f"a part has {header}: {value.lower()}; multipart/form-data parts must"
+        " carry their bytes as they are"
+    )
+
+
+def test_encoded_part_message_is_capped() -> None:
+    """A huge encoding header is cut to 40 characters in the message."""
+    with pytest.raises(UploadFailed) as caught:
+        head('form-data; name="images"', Content_Encoding="x" * 5000)
+
+    assert "x" * 40 + ";" in caught.value.message
+    assert "x" * 41 not in caught.value.message
+
+
+def test_encoding_is_refused_on_non_file_parts_too() -> None:
+    """An encoded non-file field also fails the upload: it is never decoded."""
+    with pytest.raises(UploadFailed):
+        head('form-data; name="note"', Content_Encoding="gzip")
+
+
+# -- names that are echoed back ------------------------------------------------------
+
+
+def test_long_file_name_is_capped_at_255_characters() -> None:
+    """A 10000-character file name is cut to its first 255 characters."""
+    name = "n" * 9996 + ".png"
+    part = head(f'form-data; name="images"; filename="{name}"')
+
+    assert MAX_FILE_NAME == 255
+    assert part.file_name == "n" * 255
+
+
+def test_file_name_of_255_characters_is_kept() -> None:
+    """A file name of exactly 255 characters is kept whole."""
+    name = "m" * 251 + ".png"
+
+    assert head(f'form-data; name="images"; filename="{name}"').file_name == name
+
+
+def test_long_name_is_cut_by_characters_not_bytes() -> None:
+    """A name of 300 euro signs keeps 255 whole characters, none split."""
+    part = head("form-data; name=images; filename*=UTF-8''" + "%E2%82%AC" * 300)
+
+    assert part.file_name == "\u20ac" * 255
+
+
+def test_undecodable_header_bytes_become_replacement_characters() -> None:
+    """Header bytes that are not UTF-8 (lone surrogates) become U+FFFD."""
+    raw = b"caf\xe9 \xff.png".decode("utf-8", "surrogateescape")
+
+    part = head(f'form-data; name="images"; filename="{raw}"')
+
+    assert part.file_name == "caf\ufffd \ufffd.png"
+
+
+@pytest.mark.parametrize(
+    ("encoded", "expected"),
+    [
+        ("utf-7''a%2B2AA-b.png", "a\ufffdb.png"),
+        ("unicode_escape''a%5Cud800b.png", "a\ufffdb.png"),
+        ("unicode_escape''%5Cudfff.png", "\ufffd.png"),
+    ],
+    ids=["utf-7", "unicode-escape-high", "unicode-escape-low"],
+)
+def test_any_lone_surrogate_in_file_name_becomes_replacement(
+    encoded: str, expected: str
+) -> None:
+    """A lone surrogate decoded from filename* in a client-chosen charset
+    becomes U+FFFD, like undecodable bytes, instead of crashing the upload."""
+    part = head(f'form-data; name="images"; filename*={encoded}')
+
+    assert part.file_name == expected
+
+
+def test_cleaned_file_name_can_be_sent_as_json() -> None:
+    """A file name with undecodable bytes can be written in an event."""
+    raw = b"\xed\xa0\x80\xff".decode("utf-8", "surrogateescape")
+    name = head(f'form-data; name="images"; filename="{raw}"').file_name
+
+    data = to_json(ImageReceived(file_index=0, file_name=name, size_bytes=1))
+
+    assert orjson.loads(data)["data"]["file_name"] == "\ufffd" * 4
