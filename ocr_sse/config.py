@@ -30,7 +30,11 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
 
 
 class ConfigError(ValueError):
-    """A setting has a value that cannot be used."""
+    """A setting has a value that cannot be used; *setting* names it."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def _parse_size(text: str) -> int:
@@ -69,13 +73,17 @@ def _show_formats(formats: frozenset[str]) -> str:
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     # Zero is never a usable limit or interval: a keep-alive interval of 0
     # would be a busy loop, a limit of 0 would refuse everything.
-    if value <= 0:
-        raise ConfigError(f"{attribute.name} must be above 0, not {value}")
+    if not 0 < value < math.inf:
+        raise ConfigError(
+            f"{attribute.name} must be above 0, not {value}", setting=attribute.name
+        )
 
 
 def _port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
-        raise ConfigError(f"port must be between 0 and 65535, not {value}")
+        raise ConfigError(
+            f"port must be between 0 and 65535, not {value}", setting=attribute.name
+        )
 
 
 def _formats(
@@ -86,7 +94,8 @@ def _formats(
         known = _show_formats(KNOWN_FORMATS)
         raise ConfigError(
             f"allowed_formats must be a non-empty list of {known}"
-            + (f"; unknown: {_show_formats(frozenset(unknown))}" if unknown else "")
+            + (f"; unknown: {_show_formats(frozenset(unknown))}" if unknown else ""),
+            setting=attribute.name,
         )
 
 
@@ -204,10 +213,18 @@ class Config:
         """Read every ``OCR_SSE_*`` variable of *environ*; defaults for the rest."""
         values = {}
         for field in attrs.fields(cls):
-            raw = environ.get(ENV_PREFIX + field.name.upper())
+            raw = environ.get(_variable(field.name))
             if raw is not None:
-                values[field.name] = _parse(field, raw, ENV_PREFIX + field.name.upper())
-        return cls(**values)
+                values[field.name] = _parse(field, raw, _variable(field.name))
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            if exc.setting not in values:
+                raise
+            raw = environ[_variable(exc.setting)]
+            raise ConfigError(
+                f"{_variable(exc.setting)}={raw!r}: {exc}", setting=exc.setting
+            ) from None
 
     @classmethod
     def from_args(
@@ -217,7 +234,13 @@ class Config:
         base = cls.from_environ(environ)
         args, _ = argument_parser(base).parse_known_args(argv)
         given = {name: value for name, value in vars(args).items() if value is not None}
-        return attrs.evolve(base, **given)
+        try:
+            return attrs.evolve(base, **given)
+        except ConfigError as exc:
+            if exc.setting not in given:
+                raise
+            flag = "--" + exc.setting.replace("_", "-")
+            raise ConfigError(f"argument {flag}: {exc}", setting=exc.setting) from None
 
 
 def argument_parser(
@@ -235,17 +258,20 @@ def argument_parser(
             type=_flag_type(field, flag),
             default=None,
             metavar=field.name.upper(),
-            help=f"{field.metadata['help']} [{ENV_PREFIX}{field.name.upper()},"
-            f" now {shown}]",
+            help=f"{field.metadata['help']} [{_variable(field.name)}, now {shown}]",
         )
     return parser
+
+
+def _variable(name: str) -> str:
+    return ENV_PREFIX + name.upper()
 
 
 def _parse(field: attrs.Attribute[Any], raw: str, where: str) -> Any:
     try:
         return field.metadata["parse"](raw)
     except ValueError as exc:
-        raise ConfigError(f"{where}={raw!r}: {exc}") from None
+        raise ConfigError(f"{where}={raw!r}: {exc}", setting=field.name) from None
 
 
 def _flag_type(field: attrs.Attribute[Any], flag: str) -> Callable[[str], Any]:

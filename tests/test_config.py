@@ -195,8 +195,12 @@ def test_keepalive_not_finite_names_the_variable(raw: str) -> None:
 
 @pytest.mark.parametrize("raw", ["0", "0.0", "-0", "-1", "-0.5"])
 def test_keepalive_zero_or_negative_is_refused(raw: str) -> None:
-    """A keep-alive interval of 0 or below (a busy loop) is a ConfigError."""
-    with pytest.raises(ConfigError, match=r"^keepalive_interval must be above 0"):
+    """A keep-alive interval of 0 or below (a busy loop) is a ConfigError
+    naming the variable that holds it."""
+    with pytest.raises(
+        ConfigError,
+        match=r"^OCR_SSE_KEEPALIVE_INTERVAL='[^']*': keepalive_interval must be",
+    ):
         Config.from_environ({"OCR_SSE_KEEPALIVE_INTERVAL": raw})
 
 
@@ -234,11 +238,14 @@ def test_interval_made_in_code_must_be_finite(setting: str, value: float) -> Non
     ],
 )
 def test_zero_limit_is_refused(setting: str) -> None:
-    """A limit of 0, which would refuse everything, is a ConfigError."""
+    """A limit of 0, which would refuse everything, is a ConfigError naming
+    the variable and the setting."""
     with pytest.raises(ConfigError) as caught:
         Config.from_environ({env_name(setting): "0"})
 
-    assert str(caught.value) == f"{setting} must be above 0, not 0"
+    assert str(caught.value) == (
+        f"{env_name(setting)}='0': {setting} must be above 0, not 0"
+    )
 
 
 @pytest.mark.parametrize(("raw", "port"), [("0", 0), ("1", 1), ("65535", 65535)])
@@ -252,7 +259,9 @@ def test_port_above_range_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         Config.from_environ({"OCR_SSE_PORT": "65536"})
 
-    assert str(caught.value) == "port must be between 0 and 65535, not 65536"
+    assert str(caught.value) == (
+        "OCR_SSE_PORT='65536': port must be between 0 and 65535, not 65536"
+    )
 
 
 def test_negative_port_is_refused() -> None:
@@ -282,8 +291,8 @@ def test_unknown_format_is_refused() -> None:
         Config.from_environ({"OCR_SSE_ALLOWED_FORMATS": "png,pdf,jpg"})
 
     assert str(caught.value) == (
-        "allowed_formats must be a non-empty list of BMP,GIF,JPEG,PNG,TIFF,WEBP;"
-        " unknown: JPG,PDF"
+        "OCR_SSE_ALLOWED_FORMATS='png,pdf,jpg': allowed_formats must be a"
+        " non-empty list of BMP,GIF,JPEG,PNG,TIFF,WEBP; unknown: JPG,PDF"
     )
 
 
@@ -294,7 +303,8 @@ def test_empty_format_list_is_refused(raw: str) -> None:
         Config.from_environ({"OCR_SSE_ALLOWED_FORMATS": raw})
 
     assert str(caught.value) == (
-        "allowed_formats must be a non-empty list of BMP,GIF,JPEG,PNG,TIFF,WEBP"
+        f"OCR_SSE_ALLOWED_FORMATS={raw!r}: allowed_formats must be a"
+        " non-empty list of BMP,GIF,JPEG,PNG,TIFF,WEBP"
     )
 
 
@@ -361,8 +371,11 @@ def test_bad_flag_value_exits_naming_the_flag(
 
 @pytest.mark.parametrize("raw", ["0", "-1"])
 def test_flag_keepalive_zero_or_negative_is_refused(raw: str) -> None:
-    """--keepalive-interval 0 or below is refused, as its variable would be."""
-    with pytest.raises(ConfigError, match=r"^keepalive_interval must be above 0"):
+    """--keepalive-interval 0 or below is refused, naming the flag."""
+    with pytest.raises(
+        ConfigError,
+        match=r"^argument --keepalive-interval: keepalive_interval must be above 0",
+    ):
         Config.from_args([f"--keepalive-interval={raw}"], {})
 
 
@@ -381,6 +394,8 @@ def test_flag_keepalive_not_finite_is_refused(
 
 
 def test_flag_port_out_of_range_is_refused() -> None:
-    """--port 70000 is a ConfigError naming the range."""
-    with pytest.raises(ConfigError, match=r"^port must be between 0 and 65535"):
+    """--port 70000 is a ConfigError naming the flag and the range."""
+    with pytest.raises(
+        ConfigError, match=r"^argument --port: port must be between 0 and 65535"
+    ):
         Config.from_args(["--port", "70000"], {})
