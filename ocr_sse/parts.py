@@ -8,6 +8,7 @@ body bytes in, the part's data out up to its closing delimiter
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -28,6 +29,8 @@ MAX_FILE_NAME = 255
 # senders must not use Content-Transfer-Encoding at all, but some old
 # clients send "binary", which is harmless.
 _IDENTITY = frozenset({"", "binary", "8bit", "7bit", "identity"})
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @attrs.frozen(kw_only=True)
@@ -64,10 +67,10 @@ def read_head(headers: Mapping[str, str]) -> PartHead:
 def _clean(name: str | None) -> str | None:
     if name is None:
         return None
-    # Header bytes that are not UTF-8 arrive as lone surrogates, which JSON
-    # cannot carry: show them as U+FFFD instead.
-    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return name[:MAX_FILE_NAME]
+    # Header bytes that are not UTF-8 arrive as lone surrogates, and so can
+    # a filename* in a charset of the client's choosing; JSON cannot carry
+    # them, so each shows as U+FFFD.
+    return _SURROGATE.sub("\ufffd", name[:MAX_FILE_NAME])
 
 
 class DelimiterScanner:
