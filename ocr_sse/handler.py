@@ -79,6 +79,9 @@ SSE_HEADERS = {
 #: How much of a part is asked for at once.
 READ_CHUNK = 256 * 1024
 
+#: Most bytes read before the first boundary (RFC 2046 allows a preamble).
+MAX_PREAMBLE = 1024
+
 # What aiohttp's multipart reader raises for a body it cannot parse.
 _MALFORMED = (
     ValueError,
@@ -540,6 +543,23 @@ class _UploadReader(MultipartReader):
     """aiohttp's multipart reader for part headers, with :class:`_PartReader`."""
 
     part_reader_cls = _PartReader
+
+    async def _read_until_first_boundary(self) -> None:
+        # aiohttp reads the preamble line by line with no end but the body's:
+        # a flood of CRLFs kept it busy for the whole request limit.  Browsers
+        # send no preamble at all.
+        read = 0
+        while read <= MAX_PREAMBLE:
+            line = await self._readline()
+            if not line:
+                break
+            read += len(line)
+            if line.rstrip() == self._boundary:
+                return
+            if line.rstrip() == self._boundary + b"--":
+                self._at_eof = True
+                return
+        raise ValueError(f"no boundary in the first {MAX_PREAMBLE} bytes")
 
 
 class _EventWriter:

@@ -440,6 +440,8 @@ MALFORMED = {
     ],
     "wrong boundary": multipart([("images", "a.png", images.png())], boundary="other"),
     "garbage": b"\x00\xff" * 100,
+    "CRLF flood before the first boundary": b"\r\n" * 400_000
+    + multipart([("images", "a.png", images.png())]),
     "header line too long": b"--testboundary1234\r\nX-Long: "
     + b"a" * 9000
     + b"\r\n\r\nx\r\n--testboundary1234--\r\n",
