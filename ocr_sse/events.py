@@ -12,6 +12,8 @@ original Rust design keeps parsing them.
 from __future__ import annotations
 
 import enum
+import types
+import typing
 import uuid
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Union
@@ -35,11 +37,14 @@ __all__ = (
     "ImageValidationError",
     "ImageValidationStart",
     "ImageValidationSuccess",
+    "InvalidEventError",
     "ProcessingComplete",
     "ProcessingError",
+    "UnknownEventType",
     "UnsupportedFormat",
     "UploadStarted",
     "encode",
+    "from_json",
     "to_json",
     "utc_now",
 )
@@ -238,3 +243,146 @@ def to_json(event: Event) -> bytes:
 def encode(event: Event) -> bytes:
     """The SSE frame of *event*, ready for the wire."""
     return sse.event(event.type, to_json(event))
+
+
+# -- reading events back -----------------------------------------------------
+
+
+class InvalidEventError(ValueError):
+    """The JSON of an event does not follow the contract."""
+
+
+class UnknownEventType(InvalidEventError):
+    """The JSON names an event type this version does not know."""
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(f"unknown event type {type_name!r}")
+        self.type_name = type_name
+
+
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.type: cls
+    for cls in (
+        UploadStarted,
+        ImageReceived,
+        ImageValidationStart,
+        ImageValidationSuccess,
+        ImageValidationError,
+        AllImagesValidated,
+        ProcessingComplete,
+        ProcessingError,
+    )
+}
+_ERROR_CODE_NAMES: dict[str, type[Any]] = {cls.__name__: cls for cls in _ERROR_CODES}
+
+
+def from_json(data: bytes | str) -> Event:
+    """The event whose contract JSON is *data*: the reverse of :func:`to_json`.
+
+    Fields the contract may add later are ignored.  Raises
+    :class:`UnknownEventType` for a type this version does not know and
+    :class:`InvalidEventError` for any other JSON that is not an event.
+    """
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError(f"event is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidEventError("event JSON must be an object")
+    type_name = document.get("type")
+    if not isinstance(type_name, str):
+        raise InvalidEventError("event JSON has no string 'type'")
+    cls = _EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise UnknownEventType(type_name)
+    event: Event = _read_object(cls, document.get("data"), type_name)
+    return event
+
+
+def _read_object(cls: type[Any], value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise InvalidEventError(f"{where} must be an object")
+    hints = _hints(cls)
+    values = {}
+    for field in attrs.fields(cls):
+        if field.name not in value:
+            raise InvalidEventError(f"{where} has no {field.name!r}")
+        values[field.name] = _read_value(
+            hints[field.name], value[field.name], f"{where}.{field.name}"
+        )
+    return cls(**values)
+
+
+def _read_value(hint: Any, value: Any, where: str) -> Any:
+    # One reader per type the event classes use; a new field type fails
+    # loudly here rather than passing a raw value through.
+    origin = typing.get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        options = typing.get_args(hint)
+        if hint == ErrorCode:
+            return _read_error_code(value, where)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = (option for option in options if option is not type(None))
+        return _read_value(inner, value, where)
+    if hint is int:
+        # JSON true is not a count, although bool is an int to Python.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidEventError(f"{where} must be an integer")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise InvalidEventError(f"{where} must be a string")
+        return value
+    if hint is uuid.UUID:
+        return _parse(uuid.UUID, value, where, "a UUID")
+    if hint is datetime:
+        moment = _parse(datetime.fromisoformat, value, where, "an RFC 3339 time")
+        if moment.tzinfo is None:  # RFC 3339 times always carry an offset
+            raise InvalidEventError(f"{where} must be an RFC 3339 time, not {value!r}")
+        return moment
+    if hint is ErrorType:
+        return _parse(ErrorType, value, where, "an error type")
+    if attrs.has(hint):
+        return _read_object(hint, value, where)
+    raise TypeError(f"no JSON reader for {hint!r} ({where})")
+
+
+def _read_error_code(value: Any, where: str) -> ErrorCode:
+    # serde's externally tagged form: "EmptyFile" for a code without
+    # fields, {"FileSizeExceeded": {...}} for one with fields.
+    if isinstance(value, str):
+        name, fields = value, None
+    elif isinstance(value, dict) and len(value) == 1:
+        ((name, fields),) = value.items()
+    else:
+        raise InvalidEventError(f"{where} must be a string or an object of one key")
+    cls = _ERROR_CODE_NAMES.get(name)
+    if cls is None:
+        raise InvalidEventError(f"{where} has an unknown error code {name!r}")
+    if not attrs.fields(cls):
+        if fields is not None:
+            raise InvalidEventError(f"{where}: {name} carries no fields")
+        code: ErrorCode = cls()
+        return code
+    code = _read_object(cls, fields, f"{where}.{name}")
+    return code
+
+
+def _parse(parse: Any, value: Any, where: str, what: str) -> Any:
+    if not isinstance(value, str):
+        raise InvalidEventError(f"{where} must be {what} in a string")
+    try:
+        return parse(value)
+    except ValueError:
+        raise InvalidEventError(f"{where} must be {what}, not {value!r}") from None
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
