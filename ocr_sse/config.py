@@ -219,11 +219,11 @@ class Config:
         try:
             return cls(**values)
         except ConfigError as exc:
-            if exc.setting not in values:
+            if exc.setting is None or exc.setting not in values:
                 raise
-            raw = environ[_variable(exc.setting)]
+            variable = _variable(exc.setting)
             raise ConfigError(
-                f"{_variable(exc.setting)}={raw!r}: {exc}", setting=exc.setting
+                f"{variable}={environ[variable]!r}: {exc}", setting=exc.setting
             ) from None
 
     @classmethod
@@ -237,7 +237,7 @@ class Config:
         try:
             return attrs.evolve(base, **given)
         except ConfigError as exc:
-            if exc.setting not in given:
+            if exc.setting is None or exc.setting not in given:
                 raise
             flag = "--" + exc.setting.replace("_", "-")
             raise ConfigError(f"argument {flag}: {exc}", setting=exc.setting) from None
