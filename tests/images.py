@@ -18,7 +18,11 @@ def image_bytes(
     image = Image.new(mode, (width, height))
     # A gradient, so that lossy encoders have real data to code.
     image.putdata(
-        [((x * 7) % 256, (y * 5) % 256, (x + y) % 256)[: len(mode)] for y in range(height) for x in range(width)]
+        [
+            ((x * 7) % 256, (y * 5) % 256, (x + y) % 256)[: len(mode)]
+            for y in range(height)
+            for x in range(width)
+        ]
         if mode == "RGB"
         else [(x + y) % 256 for y in range(height) for x in range(width)]
     )
