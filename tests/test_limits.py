@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ocr_sse.limits import UploadSlots
+from ocr_sse.limits import RateLimiter, UploadSlots
 
 
 def test_new_slots_are_all_free() -> None:
@@ -86,3 +86,53 @@ def test_many_takes_and_gives_balance() -> None:
         slots.give_back()
 
     assert slots.in_use == 0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_allows_a_burst_then_says_how_long_to_wait() -> None:
+    """per_minute uploads pass at once; the next waits for one token."""
+    clock = FakeClock()
+    limiter = RateLimiter(per_minute=3, clock=clock)
+
+    assert [limiter.wait_for("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.wait_for("a") == pytest.approx(20.0)
+    clock.now += 20
+    assert limiter.wait_for("a") == 0.0
+
+
+def test_rate_limiter_counts_each_client_apart() -> None:
+    """One client's uploads do not count against another's."""
+    limiter = RateLimiter(per_minute=1, clock=FakeClock())
+
+    assert limiter.wait_for("a") == 0.0
+    assert limiter.wait_for("b") == 0.0
+    assert limiter.wait_for("a") > 0
+
+
+def test_rate_limiter_peeks_without_spending() -> None:
+    """spend=False answers without counting the upload."""
+    limiter = RateLimiter(per_minute=1, clock=FakeClock())
+
+    assert limiter.wait_for("a", spend=False) == 0.0
+    assert limiter.wait_for("a", spend=False) == 0.0
+    assert limiter.wait_for("a") == 0.0
+    assert limiter.wait_for("a", spend=False) == pytest.approx(60.0)
+
+
+def test_rate_limiter_forgets_full_buckets_past_its_client_bound() -> None:
+    """Memory stays bounded: refilled clients are dropped when room is needed."""
+    clock = FakeClock()
+    limiter = RateLimiter(per_minute=1, clock=clock, max_clients=2)
+    limiter.wait_for("a")
+    limiter.wait_for("b")
+    clock.now += 60  # both buckets are full again
+    limiter.wait_for("c")
+
+    assert set(limiter._buckets) == {"c"}
