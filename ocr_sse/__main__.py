@@ -41,6 +41,8 @@ def main(
         standalone_app(config),
         host=config.host,
         port=config.port,
+        # aiohttp waits this long for handlers once ours have had their grace.
+        shutdown_timeout=config.shutdown_grace + 10,
         print=lambda text: print(text, flush=True),
     )
     return 0

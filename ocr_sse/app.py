@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .config import Config
 from .handler import RUNTIME, Runtime, expect_upload, handle_upload
-from .limits import UploadSlots
+from .limits import RateLimiter, UploadSlots
 
 __all__ = ("CONFIG", "create_app", "setup", "standalone_app")
 
@@ -29,6 +29,7 @@ def setup(
     config = config if config is not None else Config()
     app[CONFIG] = config
     app.cleanup_ctx.append(_runtime)
+    app.on_shutdown.append(_stop_uploads)
     app.router.add_post(path, handle_upload, expect_handler=expect_upload)
     return app
 
@@ -55,11 +56,22 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         max_workers=config.validation_threads, thread_name_prefix="ocr_sse-decode"
     )
     app[RUNTIME] = Runtime(
-        config=config, executor=executor, slots=UploadSlots(limit=config.max_uploads)
+        config=config,
+        executor=executor,
+        slots=UploadSlots(limit=config.max_uploads),
+        rate=RateLimiter(per_minute=config.rate_limit) if config.rate_limit else None,
     )
     yield
     executor.shutdown(wait=True, cancel_futures=True)
 
 
+async def _stop_uploads(app: web.Application) -> None:
+    # aiohttp has stopped listening by now; uploads in flight get the grace
+    # period, then end with processing_error.
+    await app[RUNTIME].stop()
+
+
 async def _healthz(request: web.Request) -> web.Response:
+    if request.config_dict[RUNTIME].stopping:
+        return web.json_response({"status": "stopping"}, status=503)
     return web.json_response({"status": "ok"})

@@ -79,6 +79,13 @@ def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> N
         )
 
 
+def _not_negative(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 0:
+        raise ConfigError(
+            f"{attribute.name} must be 0 or above, not {value}", setting=attribute.name
+        )
+
+
 def _port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ConfigError(
@@ -180,6 +187,18 @@ class Config:
         256,
         _parse_int,
         "most uploads in flight at once; more are refused with 503",
+        validator=_positive,
+    )
+    rate_limit: int = _setting(
+        0,
+        _parse_int,
+        "most uploads a minute from one client address; 0 for no limit",
+        validator=_not_negative,
+    )
+    shutdown_grace: float = _setting(
+        10.0,
+        _parse_seconds,
+        "seconds uploads in flight may take to finish when the server stops",
         validator=_positive,
     )
     max_parts: int = _setting(

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 import uuid
 import warnings
@@ -52,7 +53,7 @@ from .events import (
     UploadStarted,
     encode,
 )
-from .limits import UploadSlots
+from .limits import RateLimiter, UploadSlots
 from .parts import FILE_FIELD, DelimiterScanner, read_head
 
 __all__ = (
@@ -67,6 +68,7 @@ __all__ = (
 logger = logging.getLogger("ocr_sse")
 
 _T = TypeVar("_T")
+_O = TypeVar("_O")
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -78,6 +80,9 @@ SSE_HEADERS = {
 
 #: How much of a part is asked for at once.
 READ_CHUNK = 256 * 1024
+
+#: Seconds between looks at the connection while a decode is awaited.
+CONNECTION_CHECK_INTERVAL = 0.1
 
 #: Most bytes read before the first boundary (RFC 2046 allows a preamble).
 MAX_PREAMBLE = 1024
@@ -94,11 +99,31 @@ _MALFORMED = (
 
 @attrs.define(kw_only=True)
 class Runtime:
-    """What the uploads of one app share: settings, slots, decoding threads."""
+    """What the uploads of one app share: settings, limits, decoding threads."""
 
     config: Config
     executor: Executor
     slots: UploadSlots
+    rate: RateLimiter | None = None
+    #: Set once the server stops: new uploads are refused from then on.
+    stopping: bool = False
+    #: The deadline of each upload in flight, so a stop can bring it forward.
+    deadlines: set[asyncio.Timeout] = attrs.field(factory=set)
+
+    async def stop(self) -> None:
+        """Refuse new uploads; end those still in flight after the grace period."""
+        self.stopping = True
+        loop = asyncio.get_running_loop()
+        await self._until_idle(loop.time() + self.config.shutdown_grace)
+        for deadline in self.deadlines:
+            deadline.reschedule(loop.time())
+        # They now write their processing_error, which takes a moment.
+        await self._until_idle(loop.time() + 5)
+
+    async def _until_idle(self, when: float) -> None:
+        loop = asyncio.get_running_loop()
+        while self.slots.in_use and loop.time() < when:
+            await asyncio.sleep(0.05)
 
 
 RUNTIME = web.AppKey("ocr_sse.runtime", Runtime)
@@ -108,11 +133,10 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
     """``POST`` handler of the endpoint: answer an upload with its events."""
     runtime = request.config_dict[RUNTIME]
     try:
-        total_files = _admit(request, runtime)
-        if not runtime.slots.try_take():
-            raise _busy()
+        total_files = _admit(request, runtime, spend=True)
     except Refused as refusal:
         return problem_response(refusal)
+    runtime.slots.try_take()  # _admit saw a free slot, and nothing ran since
     try:
         return await _stream_upload(request, runtime, total_files)
     finally:
@@ -126,9 +150,8 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     """
     runtime = request.config_dict[RUNTIME]
     try:
-        _admit(request, runtime)
-        if runtime.slots.in_use >= runtime.slots.limit:
-            raise _busy()
+        # The upload is counted against a rate limit when it starts, not now.
+        _admit(request, runtime, spend=False)
         if request.headers.get("Expect", "").lower() != "100-continue":
             raise Refused(417, "Expectation Failed", "only 100-continue is understood")
     except Refused as refusal:
@@ -153,22 +176,33 @@ def problem_response(refusal: Refused) -> web.Response:
     )
 
 
-def _admit(request: web.Request, runtime: Runtime) -> int | None:
-    return admission.check_request(
+def _admit(request: web.Request, runtime: Runtime, *, spend: bool) -> int | None:
+    """Refuse the request or return its ``total_files``; a slot is free then."""
+    total_files = admission.check_request(
         request.headers,
         request.query,
         content_length=request.content_length,
         request_size_limit=runtime.config.request_size_limit,
     )
+    if runtime.rate is not None:
+        wait = runtime.rate.wait_for(request.remote or "", spend=spend)
+        if wait:
+            raise Refused(
+                429,
+                "Too Many Requests",
+                f"more than {runtime.rate.per_minute} uploads a minute from"
+                " this address",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+    if runtime.stopping:
+        raise _unavailable("the server is shutting down")
+    if runtime.slots.full:
+        raise _unavailable("too many uploads in flight; try again shortly")
+    return total_files
 
 
-def _busy() -> Refused:
-    return Refused(
-        503,
-        "Service Unavailable",
-        "too many uploads in flight; try again shortly",
-        headers={"Retry-After": "1"},
-    )
+def _unavailable(detail: str) -> Refused:
+    return Refused(503, "Service Unavailable", detail, headers={"Retry-After": "1"})
 
 
 async def _stream_upload(
@@ -189,17 +223,28 @@ async def _stream_upload(
                 await out.send(event)
         await response.write_eof()
     except ConnectionResetError as gone:
-        logger.info(
-            "upload %s ended: %s: %s",
-            session_id,
-            ErrorType.CLIENT_DISCONNECTED.value,
-            gone,
-        )
+        _log_disconnect(session_id, gone)
         # A client that stopped reading still holds the socket: let it go
         # rather than wait on a buffer it will never drain.
         if request.transport is not None:
             request.transport.abort()
+    except asyncio.CancelledError:
+        # An app run with handler_cancellation=True cancels the handler when
+        # its client goes; the cleanup is the same, done by the unwinding.
+        if _client_gone(request):
+            _log_disconnect(session_id, "the connection closed")
+        raise
     return response
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+def _log_disconnect(session_id: uuid.UUID, why: object) -> None:
+    logger.info(
+        "upload %s ended: %s: %s", session_id, ErrorType.CLIENT_DISCONNECTED.value, why
+    )
 
 
 async def _run_upload(
@@ -212,12 +257,22 @@ async def _run_upload(
     """Receive and validate every file; return the events that end the stream."""
     config = runtime.config
     try:
-        async with asyncio.timeout(config.upload_timeout):
-            tally = await _receive_files(request, out, runtime)
+        async with asyncio.timeout(config.upload_timeout) as deadline:
+            runtime.deadlines.add(deadline)
+            try:
+                tally = await _receive_files(request, out, runtime)
+            finally:
+                runtime.deadlines.discard(deadline)
     except TimeoutError:
-        failure = UploadFailed(
-            ErrorType.SYSTEM_TIMEOUT,
-            f"the upload took longer than {config.upload_timeout:g} s",
+        # A stopping server ends the uploads left after its grace period by
+        # bringing their deadline forward.
+        failure = (
+            UploadFailed(ErrorType.INTERNAL, "server shutting down")
+            if runtime.stopping
+            else UploadFailed(
+                ErrorType.SYSTEM_TIMEOUT,
+                f"the upload took longer than {config.upload_timeout:g} s",
+            )
         )
     except UploadFailed as failed:
         failure = failed
@@ -294,7 +349,7 @@ async def _receive_files(
     tally = _Tally()
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_write_results(pending, out, tally))
+            tasks.create_task(_write_results(request, pending, out, tally))
             await _read_files(request, out, pending, runtime)
             await pending.put(None)
     except BaseExceptionGroup as group:
@@ -410,11 +465,14 @@ def _validate_quietly(data: bytes, **facts: object) -> ImageFileInfo | InvalidIm
 
 
 async def _write_results(
-    pending: asyncio.Queue[_Pending | None], out: _EventWriter, tally: _Tally
+    request: web.Request,
+    pending: asyncio.Queue[_Pending | None],
+    out: _EventWriter,
+    tally: _Tally,
 ) -> None:
     while (file := await pending.get()) is not None:
         try:
-            outcome = await file.outcome
+            outcome = await _unless_client_leaves(request, file.outcome)
         finally:
             file.outcome.cancel()
         event: Event
@@ -432,6 +490,22 @@ async def _write_results(
                 file_index=file.file_index, file_info=outcome
             )
         await out.send(event)
+
+
+async def _unless_client_leaves(
+    request: web.Request, outcome: asyncio.Future[_O]
+) -> _O:
+    """Wait for a decode, watching the connection meanwhile.
+
+    A read or a write notices a closed transport by failing; waiting on a
+    decode does neither, and aiohttp has no callback for the moment a
+    connection closes, so the transport is looked at a few times a second.
+    """
+    while not outcome.done():
+        await asyncio.wait([outcome], timeout=CONNECTION_CHECK_INTERVAL)
+        if _client_gone(request):
+            raise ConnectionResetError("the client left while its files were decoded")
+    return outcome.result()
 
 
 class _Body:

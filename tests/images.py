@@ -78,3 +78,12 @@ def pdf() -> bytes:
         b"trailer << /Root 1 0 R >>\n"
         b"%%EOF\n"
     )
+
+
+def noise_jpeg(*, width: int, height: int) -> bytes:
+    """A JPEG of random noise: large, and slow to decode for its size."""
+    buffer = io.BytesIO()
+    Image.effect_noise((width, height), 64).convert("RGB").save(
+        buffer, "JPEG", quality=95
+    )
+    return buffer.getvalue()

@@ -1,0 +1,275 @@
+"""Faults: clients that leave, stall or flood; each is survived, nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import attrs
+import orjson
+import pytest
+from aiohttp import web
+
+import ocr_sse
+from ocr_sse import Config
+from ocr_sse.handler import RUNTIME, Runtime
+
+from . import images
+from .wire import CONTENT_TYPE, multipart, read_events, types
+
+Start = Callable[..., Awaitable[tuple["Server", Runtime]]]
+Post = Callable[..., Awaitable[tuple[int, Any, bytes]]]
+
+#: A JPEG of noise, slow enough to decode that a client can leave meanwhile.
+SLOW_JPEG = images.noise_jpeg(width=2500, height=2500)
+
+
+@attrs.frozen
+class Server:
+    app: web.Application
+    port: int
+
+
+@pytest.fixture(params=[False, True], ids=["run_app-default", "handler_cancellation"])
+async def start(request: pytest.FixtureRequest) -> AsyncIterator[Start]:
+    """Start real servers on loopback, as ``web.run_app`` does by default and
+    as apps that cancel handlers on disconnect do; stop them afterwards."""
+    runners = []
+
+    async def run(*, on_prepare: Any = None, **settings: Any) -> tuple[Server, Runtime]:
+        app = ocr_sse.setup(web.Application(), config=Config(**settings))
+        if on_prepare is not None:
+            app.on_response_prepare.append(on_prepare)
+        runner = web.AppRunner(app, handler_cancellation=request.param)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return Server(app=app, port=runner.addresses[0][1]), app[RUNTIME]
+
+    yield run
+    for runner in runners:
+        await runner.cleanup()
+
+
+class RawUpload:
+    """An upload over a bare socket, to stop at any byte and vanish."""
+
+    def __init__(self, port: int, body: bytes) -> None:
+        self.port = port
+        self.body = body
+        self.received = b""
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(
+            f"POST /api/ocr HTTP/1.1\r\nHost: test\r\nContent-Type: {CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(self.body)}\r\n\r\n".encode()
+        )
+
+    async def send(self, end: int, start: int = 0) -> None:
+        self.writer.write(self.body[start:end])
+        await self.writer.drain()
+
+    async def wait_for(self, text: bytes) -> None:
+        async with asyncio.timeout(10):
+            while text not in self.received:
+                chunk = await self.reader.read(65536)
+                assert chunk, self.received
+                self.received += chunk
+
+    def vanish(self) -> None:
+        """Reset the connection, as a killed client or a dropped network would."""
+        self.writer.transport.abort()
+        self.writer.close()
+
+
+async def settled(runtime: Runtime, baseline_tasks: int) -> None:
+    """Wait until every upload has let go of its slot, tasks and decodes."""
+    executor = runtime.executor
+    async with asyncio.timeout(10):
+        while (
+            runtime.slots.in_use
+            or len(asyncio.all_tasks()) > baseline_tasks
+            or executor._work_queue.qsize()  # type: ignore[attr-defined]
+        ):
+            await asyncio.sleep(0.02)
+
+
+def disconnects(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if "ClientDisconnected" in r.getMessage()
+    ]
+
+
+async def test_a_burst_of_vanishing_clients_leaves_nothing_behind(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clients that vanish before the first part, mid-part, between parts and
+    while decoding: each upload stops, logs ClientDisconnected, and frees its
+    slot, its tasks and its queued decodes."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    server, runtime = await start(max_file_size=20_000_000, validation_threads=1)
+    two_files = multipart(
+        [("images", "a.png", images.png()), ("images", "b.jpg", SLOW_JPEG)]
+    )
+    first_part_end = two_files.index(b"--testboundary1234", 10) + len(
+        b"--testboundary1234\r\n"
+    )
+    baseline_tasks = len(asyncio.all_tasks())
+
+    async def before_first_part() -> None:
+        upload = RawUpload(server.port, two_files)
+        await upload.open()
+        await upload.wait_for(b"event: upload_started")
+        upload.vanish()
+
+    async def mid_part() -> None:
+        upload = RawUpload(server.port, two_files)
+        await upload.open()
+        await upload.send(len(two_files) // 2)
+        await upload.wait_for(b"event: image_validation_success")
+        upload.vanish()
+
+    async def between_parts() -> None:
+        upload = RawUpload(server.port, two_files)
+        await upload.open()
+        await upload.send(first_part_end)
+        await upload.wait_for(b"event: image_validation_success")
+        upload.vanish()
+
+    async def while_decoding() -> None:
+        upload = RawUpload(server.port, two_files)
+        await upload.open()
+        await upload.send(len(two_files))
+        await upload.wait_for(b'"file_index":1,"file_name":"b.jpg","timestamp"')
+        upload.vanish()
+
+    rounds = 3
+    for vanish in (before_first_part, mid_part, between_parts, while_decoding):
+        await asyncio.gather(*(vanish() for _ in range(rounds)))
+    await settled(runtime, baseline_tasks)
+    assert len(disconnects(caplog)) == 4 * rounds
+    # The server is still fine.
+    upload = RawUpload(server.port, multipart([("images", "ok.png", images.png())]))
+    await upload.open()
+    await upload.send(len(upload.body))
+    await upload.wait_for(b"event: processing_complete")
+    upload.writer.close()
+
+
+async def test_a_client_leaving_during_a_decode_is_noticed_before_it_ends(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upload stops while its file is still decoding: the result is
+    dropped and the decodes queued behind it never run."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    server, runtime = await start(max_file_size=20_000_000, validation_threads=1)
+    body = multipart([("images", f"{n}.jpg", SLOW_JPEG) for n in range(4)])
+    upload = RawUpload(server.port, body)
+    await upload.open()
+    await upload.send(len(body))
+    await upload.wait_for(b'"file_index":0,"file_name":"0.jpg","timestamp"')
+    upload.vanish()
+    async with asyncio.timeout(10):
+        while not disconnects(caplog):
+            await asyncio.sleep(0.01)
+    # Noticed by the upload itself, or by aiohttp cancelling it.
+    assert disconnects(caplog)[0].endswith(
+        (
+            "ClientDisconnected: the client left while its files were decoded",
+            "ClientDisconnected: the connection closed",
+        )
+    )
+    assert b"image_validation_success" not in upload.received
+    await settled(runtime, len(asyncio.all_tasks()))
+
+
+async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends its upload but never reads the stream cannot hold
+    the handler: once the socket buffers fill, the write times out."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+
+    async def small_send_buffer(
+        request: web.Request, response: web.StreamResponse
+    ) -> None:
+        sock = request.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    server, runtime = await start(
+        write_timeout=0.5, max_parts=1000, max_files=1000, on_prepare=small_send_buffer
+    )
+    # Long file names make every event large; 400 files fill any buffer.
+    name = "n" * 250
+    body = multipart([("images", f"{name}{n}", b"x") for n in range(400)])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        f"POST /api/ocr HTTP/1.1\r\nHost: t\r\nContent-Type: {CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    async with asyncio.timeout(10):
+        while not disconnects(caplog):
+            await asyncio.sleep(0.05)
+    assert "the client stopped reading the event stream" in disconnects(caplog)[0]
+    await settled(runtime, len(asyncio.all_tasks()))
+    writer.close()
+
+
+async def test_rate_limit_refuses_with_429_and_retry_after(start: Start) -> None:
+    """Past rate_limit uploads a minute, one address is refused with 429."""
+    server, _ = await start(rate_limit=2)
+    body = multipart([("images", "a.png", images.png())])
+    async with server_session(server) as post:
+        for _ in range(2):
+            status, headers, raw = await post(body)
+            assert (
+                status == 200 and types(read_events(raw))[-1] == "processing_complete"
+            )
+        status, headers, raw = await post(body)
+    assert status == 429
+    assert headers["Retry-After"] == "30"
+    assert orjson.loads(raw) == {
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": "more than 2 uploads a minute from this address",
+    }
+
+
+async def test_asking_to_continue_does_not_spend_the_rate_limit(start: Start) -> None:
+    """An Expect: 100-continue upload counts once against the rate limit."""
+    server, _ = await start(rate_limit=1)
+    body = multipart([("images", "a.png", images.png())])
+    async with server_session(server) as post:
+        status, _, raw = await post(body, Expect="100-continue")
+        assert status == 200 and types(read_events(raw))[-1] == "processing_complete"
+        status, _, _ = await post(body, Expect="100-continue")
+    assert status == 429
+
+
+@contextlib.asynccontextmanager
+async def server_session(server: Server) -> AsyncIterator[Post]:
+    """A function posting one upload body to *server*, on one client session."""
+    async with aiohttp.ClientSession() as client:
+
+        async def post(body: bytes, **headers: str) -> tuple[int, Any, bytes]:
+            async with client.post(
+                f"http://127.0.0.1:{server.port}/api/ocr",
+                data=body,
+                headers={"Content-Type": CONTENT_TYPE, **headers},
+            ) as response:
+                return response.status, response.headers, await response.read()
+
+        yield post
