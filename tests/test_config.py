@@ -31,6 +31,8 @@ ENVIRONMENT = {
     "max_parts": ("9", 9),
     "max_field_size": ("512k", 512 * 1024),
     "validation_threads": ("5", 5),
+    "rate_limit": ("120", 120),
+    "shutdown_grace": ("2.5", 2.5),
 }
 
 
@@ -60,6 +62,15 @@ def test_defaults() -> None:
     assert config.max_parts == 100
     assert config.max_field_size == 64 * 1024
     assert config.validation_threads >= 1
+    assert config.rate_limit == 0
+    assert config.shutdown_grace == 10.0
+
+
+def test_rate_limit_of_zero_turns_it_off_and_below_is_refused() -> None:
+    """OCR_SSE_RATE_LIMIT=0 is the default "no limit"; -1 is refused."""
+    assert Config.from_environ({"OCR_SSE_RATE_LIMIT": "0"}).rate_limit == 0
+    with pytest.raises(ConfigError, match="rate_limit must be 0 or above, not -1"):
+        Config(rate_limit=-1)
 
 
 def test_from_environ_of_empty_mapping_equals_default_config() -> None:
