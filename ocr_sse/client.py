@@ -147,7 +147,8 @@ async def upload(
     refused upload is answered before any of its body is sent.
 
     The body has a ``Content-Length`` when every size is known up front
-    (paths, bytes, seekable files) and is chunked otherwise.  Redirects are
+    (paths, bytes, regular files, ``BytesIO``) and is chunked otherwise; a
+    file whose size changes while it is sent fails the upload.  Redirects are
     not followed: a streamed body cannot be sent twice.
 
     Events of a type this client does not know are skipped, so that a newer
