@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
 from . import __version__
-from .app import standalone_app
+from .app import standalone_app, stop_uploads
 from .config import Config, ConfigError, argument_parser
 
 __all__ = ("main",)
@@ -37,15 +39,36 @@ def main(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    web.run_app(
-        standalone_app(config),
-        host=config.host,
-        port=config.port,
-        # aiohttp waits this long for handlers once ours have had their grace.
-        shutdown_timeout=config.shutdown_grace + 10,
-        print=lambda text: print(text, flush=True),
-    )
+    asyncio.run(serve(config))
     return 0
+
+
+async def serve(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then stop without cutting uploads short.
+
+    aiohttp's own shutdown stops reading request bodies at once, so an upload
+    still arriving could never finish.  Here the listening socket closes
+    first, uploads in flight get their grace period, and only then does
+    aiohttp shut down.
+    """
+    app = standalone_app(config)
+    runner = web.AppRunner(app, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        print(f"ocr-sse listening on http://{host}:{port}/api/ocr", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        logging.getLogger("ocr_sse").info("stopping: no new uploads")
+        await site.stop()
+        await stop_uploads(app)
+    finally:
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from .config import Config
 from .handler import RUNTIME, Runtime, expect_upload, handle_upload
 from .limits import RateLimiter, UploadSlots
 
-__all__ = ("CONFIG", "create_app", "setup", "standalone_app")
+__all__ = ("CONFIG", "create_app", "setup", "standalone_app", "stop_uploads")
 
 #: The settings of the endpoint in an app, for code that embeds it.
 CONFIG = web.AppKey("ocr_sse.config", Config)
@@ -29,7 +29,7 @@ def setup(
     config = config if config is not None else Config()
     app[CONFIG] = config
     app.cleanup_ctx.append(_runtime)
-    app.on_shutdown.append(_stop_uploads)
+    app.on_shutdown.append(stop_uploads)
     app.router.add_post(path, handle_upload, expect_handler=expect_upload)
     return app
 
@@ -65,9 +65,13 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     executor.shutdown(wait=True, cancel_futures=True)
 
 
-async def _stop_uploads(app: web.Application) -> None:
-    # aiohttp has stopped listening by now; uploads in flight get the grace
-    # period, then end with processing_error.
+async def stop_uploads(app: web.Application) -> None:
+    """Refuse new uploads; end those in flight after ``shutdown_grace``.
+
+    Runs on *app*'s shutdown.  aiohttp stops reading request bodies once its
+    shutdown starts, so an app that wants uploads still arriving to finish
+    awaits this itself first, as the standalone server does.
+    """
     await app[RUNTIME].stop()
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -116,3 +117,71 @@ async def test_the_server_process_streams_an_upload(server: str) -> None:
     assert types(events)[-1] == "processing_complete"
     errors = [data["error_code"] for kind, data in events if "error_code" in data]
     assert errors == [{"CountLimitExceeded": {"count": 3, "limit": 2}}]
+
+
+async def test_sigterm_lets_uploads_finish_then_ends_the_rest() -> None:
+    """On SIGTERM the server stops listening, lets uploads in flight finish
+    within the grace period, ends the rest with InternalServerError, and
+    exits 0."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ocr_sse",
+        "--port",
+        str(port),
+        "--shutdown-grace",
+        "1",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/ocr"
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port)).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+        whole = multipart([("images", "a.png", images.png())])
+        finish = asyncio.Event()
+
+        async def body(wait_for: asyncio.Event | None) -> AsyncIterator[bytes]:
+            yield whole[:50]
+            if wait_for is not None:
+                await wait_for.wait()
+            else:
+                await asyncio.sleep(3600)  # stalls past the grace period
+            yield whole[50:]
+
+        async with aiohttp.ClientSession() as session:
+
+            async def upload(wait_for: asyncio.Event | None) -> bytes:
+                async with session.post(
+                    url, data=body(wait_for), headers={"Content-Type": CONTENT_TYPE}
+                ) as response:
+                    assert response.status == 200
+                    return await response.content.read()
+
+            finishing = asyncio.create_task(upload(finish))
+            stalled = asyncio.create_task(upload(None))
+            await asyncio.sleep(0.5)  # both streams have started
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.get(f"http://127.0.0.1:{port}/healthz")
+            finish.set()
+            finished, ended = await asyncio.wait_for(
+                asyncio.gather(finishing, stalled), 10
+            )
+        assert types(read_events(finished))[-1] == "processing_complete", finished
+        last = read_events(ended)[-1]
+        assert last[0] == "processing_error"
+        assert last[1]["error_type"] == "InternalServerError"
+        assert last[1]["error_message"] == "server shutting down"
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
