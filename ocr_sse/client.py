@@ -40,6 +40,7 @@ from .events import (
     ProcessingError,
     from_json,
 )
+from .parts import FILE_FIELD
 from .sse import EventStreamParser, ServerSentEvent
 
 __all__ = (
@@ -54,9 +55,6 @@ __all__ = (
 
 #: How many bytes of a file are read and sent at once, unless told otherwise.
 DEFAULT_CHUNK_SIZE = 64 * 1024
-
-#: The form field of every file part (the contract's ``images``).
-FILE_FIELD = "images"
 
 #: A file to send: a path, its bytes, a binary file object, or an async
 #: iterable of byte chunks.  A ``(name, source)`` pair names it explicitly.

@@ -15,7 +15,7 @@ import enum
 import types
 import typing
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Union
 
 import attrs
@@ -52,7 +52,7 @@ __all__ = (
 
 def utc_now() -> datetime:
     """The current time as an aware UTC datetime, the clock of every event."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # -- error codes of a file that fails validation -----------------------------
@@ -91,12 +91,16 @@ class CountLimitExceeded:
     limit: int
 
 
-ErrorCode = Union[
-    FileSizeExceeded, UnsupportedFormat, CorruptedFile, EmptyFile, CountLimitExceeded
-]
+ErrorCode = (
+    FileSizeExceeded
+    | UnsupportedFormat
+    | CorruptedFile
+    | EmptyFile
+    | CountLimitExceeded
+)
 
 
-class ErrorType(str, enum.Enum):
+class ErrorType(enum.StrEnum):
     """Why a whole upload ended early (``processing_error.error_type``)."""
 
     MULTIPART_PARSING = "MultipartParsingError"
@@ -195,24 +199,18 @@ class ProcessingError:
     timestamp: datetime = attrs.field(factory=utc_now)
 
 
-Event = Union[
-    UploadStarted,
-    ImageReceived,
-    ImageValidationStart,
-    ImageValidationSuccess,
-    ImageValidationError,
-    AllImagesValidated,
-    ProcessingComplete,
-    ProcessingError,
-]
-
-_ERROR_CODES = (
-    FileSizeExceeded,
-    UnsupportedFormat,
-    CorruptedFile,
-    EmptyFile,
-    CountLimitExceeded,
+Event = (
+    UploadStarted
+    | ImageReceived
+    | ImageValidationStart
+    | ImageValidationSuccess
+    | ImageValidationError
+    | AllImagesValidated
+    | ProcessingComplete
+    | ProcessingError
 )
+
+_ERROR_CODES = typing.get_args(ErrorCode)
 
 
 def _fields(value: Any) -> dict[str, Any]:
