@@ -1,0 +1,111 @@
+"""Benchmark peer: the contract written the obvious way with aiohttp.
+
+``MultipartReader`` parts read with ``read_chunk()`` at its default size
+(8 KiB), each file decoded by Pillow right in the event loop, events written
+as they happen.  Bytes past the per-file limit are counted, not kept.
+
+    python scripts/bench_peers/naive_aiohttp.py --port 8002 --max-file-size N
+"""
+
+from __future__ import annotations
+
+import time
+
+from _common import SSE_HEADERS, arguments, frame, session_id, validate
+from aiohttp import web
+
+ARGS = arguments(__doc__.splitlines()[0])
+
+
+async def upload(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic()
+    sid = session_id()
+    total = request.query.get("total_files")
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    await response.write(
+        frame(
+            "upload_started", total_files=int(total) if total else None, session_id=sid
+        )
+    )
+    index = valid = 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if part.name != "images":
+                await part.release()
+                continue
+            data = bytearray()
+            size = 0
+            while chunk := await part.read_chunk():
+                size += len(chunk)
+                if size <= ARGS.max_file_size:
+                    data.extend(chunk)
+            await response.write(
+                frame(
+                    "image_received",
+                    file_index=index,
+                    file_name=part.filename,
+                    size_bytes=size,
+                )
+            )
+            await response.write(
+                frame(
+                    "image_validation_start", file_index=index, file_name=part.filename
+                )
+            )
+            kind, fields = validate(
+                data,
+                index=index,
+                name=part.filename,
+                size=size,
+                max_file_size=ARGS.max_file_size,
+                max_files=ARGS.max_files,
+            )
+            valid += kind == "image_validation_success"
+            await response.write(frame(kind, **fields))
+            index += 1
+    except Exception as exc:
+        await response.write(
+            frame(
+                "processing_error",
+                session_id=sid,
+                error_message=str(exc),
+                error_type="MultipartParsingError",
+            )
+        )
+    else:
+        await response.write(
+            frame(
+                "all_images_validated",
+                total_processed=index,
+                successful_count=valid,
+                failed_count=index - valid,
+            )
+        )
+        await response.write(
+            frame(
+                "processing_complete",
+                session_id=sid,
+                total_files=index,
+                successful_files=valid,
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+        )
+    await response.write_eof()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def main() -> None:
+    app = web.Application()
+    app.router.add_post("/api/ocr", upload)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(app, host=ARGS.host, port=ARGS.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The benchmark script runs end to end on tiny workloads and reports every cell."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "scripts" / "bench.py"
+
+pytest.importorskip("fastapi")
+pytest.importorskip("sse_starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("multipart")
+
+
+def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
+    """`bench.py --quick` runs each workload on each server, saving the numbers."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    servers, workloads = doc["servers"], doc["workloads"]
+    assert servers == ["ceiling", "ocr_sse", "naive", "fastapi", "collect"]
+    assert workloads == [
+        "drain",
+        "small",
+        "large",
+        "latency_1",
+        "latency_n",
+        "rss_big",
+        "rss_many",
+    ]
+    for workload in workloads:
+        metric = doc["primary"][workload]
+        for server in servers:
+            cell = doc["summary"][workload][server]
+            assert cell["ok_runs"] == cell["runs"] >= 1, (
+                workload,
+                server,
+                cell["errors"],
+            )
+            value = cell[metric]
+            assert (
+                isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+            ), (workload, server, metric, value)
+    for workload in ("small", "large"):
+        assert doc["summary"][workload]["bare"]["files_per_s"] > 0
+        assert doc["summary"][workload]["ocr_sse"]["x_bare"] > 0
+    for server in servers[1:]:
+        assert doc["summary"]["latency_n"][server]["file_ms_median"] >= 0
+    table_cells = {(row["workload"], row["metric"]) for row in doc["table"]}
+    assert {(w, doc["primary"][w]) for w in workloads} <= table_cells
+    # The table is printed too, one column per server.
+    assert all(server in done.stdout.splitlines()[0] for server in servers)
+    # Every server it started is gone: its port no longer answers.
+    assert "server_logs" in doc["meta"]
