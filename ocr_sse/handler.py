@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import io
 import logging
 import math
+import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from concurrent.futures import Executor
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterator
+from concurrent.futures import Executor, Future
+from typing import Any, BinaryIO, TypeVar
 
 import attrs
 import orjson
@@ -78,8 +79,11 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
-#: How much of a part is asked for at once.
+#: Most bytes of a part read at once.
 READ_CHUNK = 256 * 1024
+
+#: A file larger than this goes to a temporary file as it arrives.
+SPOOL_OVER = 1024 * 1024
 
 #: Seconds between looks at the connection while a decode is awaited.
 CONNECTION_CHECK_INTERVAL = 0.1
@@ -390,24 +394,37 @@ async def _read_files(
     async for part in body.parts():
         head = read_head(part.headers)
         if not head.is_file:
-            await body.read(part, keep_up_to=0, limit=config.max_field_size)
+            await body.read(part, limit=config.max_field_size)
             continue
-        counted = file_index < config.max_files
-        chunks, size = await body.read(
-            part, keep_up_to=config.max_file_size if counted else 0
-        )
-        await out.send(
-            ImageReceived(
-                file_index=file_index, file_name=head.file_name, size_bytes=size
-            )
-        )
-        await out.send(
-            ImageValidationStart(file_index=file_index, file_name=head.file_name)
-        )
-        outcome = _validate_later(
-            runtime, chunks, file_index=file_index, file_name=head.file_name, size=size
+        received = _FileBuffer(
+            keep=file_index < config.max_files,
+            max_size=config.max_file_size,
+            allowed=config.allowed_formats,
         )
         try:
+            await body.read(part, received)
+            source = await received.finish()
+        finally:
+            received.close()
+        # Decoding starts first: it owns the file from here on, so whatever
+        # fails next only has to cancel it.
+        outcome = _validate_later(
+            runtime,
+            source,
+            rejected=received.rejected,
+            file_index=file_index,
+            file_name=head.file_name,
+            size=received.size,
+        )
+        try:
+            await out.send(
+                ImageReceived(
+                    file_index=file_index,
+                    file_name=head.file_name,
+                    size_bytes=received.size,
+                ),
+                ImageValidationStart(file_index=file_index, file_name=head.file_name),
+            )
             await pending.put(_Pending(file_index, head.file_name, outcome))
         except BaseException:
             outcome.cancel()
@@ -421,15 +438,20 @@ async def _read_files(
 
 def _validate_later(
     runtime: Runtime,
-    chunks: list[bytes],
+    source: bytes | BinaryIO | None,
     *,
+    rejected: InvalidImage | None,
     file_index: int,
     file_name: str | None,
     size: int,
 ) -> asyncio.Future[ImageFileInfo | InvalidImage]:
-    """Start validating one file; its outcome is a future."""
+    """Start validating one file; its outcome is a future.
+
+    The checks run in the contract's order: size and position first, then
+    the magic bytes (already looked at as the file arrived), then the decode
+    in the executor, which takes over *source* and closes it.
+    """
     config = runtime.config
-    loop = asyncio.get_running_loop()
     try:
         validation.check_arrival(
             file_index=file_index,
@@ -437,31 +459,144 @@ def _validate_later(
             max_file_size=config.max_file_size,
             max_files=config.max_files,
         )
+        if rejected is not None:
+            raise rejected
+        assert source is not None, "a file that passed its checks was kept"
     except InvalidImage as invalid:
-        done: asyncio.Future[ImageFileInfo | InvalidImage] = loop.create_future()
+        if isinstance(source, io.IOBase):
+            source.close()
+        done: asyncio.Future[ImageFileInfo | InvalidImage]
+        done = asyncio.get_running_loop().create_future()
         done.set_result(invalid)
         return done
-    return loop.run_in_executor(
-        runtime.executor,
-        functools.partial(
-            _validate_quietly,
-            b"".join(chunks),
-            file_index=file_index,
-            file_name=file_name,
-            size=size,
-            allowed=config.allowed_formats,
-            max_pixels=config.max_pixels,
-        ),
+    decoding = runtime.executor.submit(
+        _validate_quietly,
+        source,
+        file_index=file_index,
+        file_name=file_name,
+        size=size,
+        allowed=config.allowed_formats,
+        max_pixels=config.max_pixels,
     )
+    if isinstance(source, io.IOBase):
+        spooled = source
+
+        def close_if_never_run(job: Future[Any]) -> None:
+            # A decode cancelled before it starts never gets to close its file.
+            if job.cancelled():
+                spooled.close()
+
+        decoding.add_done_callback(close_if_never_run)
+    return asyncio.wrap_future(decoding)
 
 
-def _validate_quietly(data: bytes, **facts: object) -> ImageFileInfo | InvalidImage:
+def _validate_quietly(
+    source: bytes | BinaryIO, **facts: Any
+) -> ImageFileInfo | InvalidImage:
     # An invalid image is an outcome, not a failure: returning it spares a
     # cancelled upload "exception was never retrieved" noise.
     try:
-        return validation.validate(data, **facts)  # type: ignore[arg-type]
+        return validation.validate(source, **facts)
     except InvalidImage as invalid:
         return invalid
+    finally:
+        if not isinstance(source, bytes):
+            source.close()
+
+
+class _FileBuffer:
+    """One file's bytes as they arrive.
+
+    Small files stay in memory; past :data:`SPOOL_OVER` bytes they go to an
+    unnamed temporary file, written off the event loop one write at a time.
+    Nothing is kept of a file known to fail: over the size limit, past the
+    count limit, or not an accepted image by its first bytes.  Its size is
+    counted all the same.
+    """
+
+    def __init__(self, *, keep: bool, max_size: int, allowed: Collection[str]) -> None:
+        self.size = 0
+        #: Why the first bytes already failed the file, if they did.
+        self.rejected: InvalidImage | None = None
+        self._keep = keep
+        self._max_size = max_size
+        self._allowed = allowed
+        self._head_checked = False
+        self._chunks: list[bytes] = []
+        self._held = 0
+        self._file: BinaryIO | None = None
+        self._writing: asyncio.Future[int] | None = None
+
+    async def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if not self._keep:
+            return
+        if self.size > self._max_size:
+            self._drop()
+            return
+        self._chunks.append(chunk)
+        self._held += len(chunk)
+        if not self._head_checked and self._held >= validation.HEAD_SIZE:
+            self._check_head()
+        if self._keep and self._held >= SPOOL_OVER:
+            await self._spill()
+
+    async def finish(self) -> bytes | BinaryIO | None:
+        """The kept bytes, or ``None``; a temporary file passes to the caller."""
+        if self._keep and not self._head_checked:
+            self._check_head()
+        if not self._keep:
+            return None
+        if self._file is None:
+            data = b"".join(self._chunks)
+            self._chunks = []
+            return data
+        await self._spill()
+        assert self._writing is not None
+        await self._writing
+        file, self._file = self._file, None
+        return file
+
+    def close(self) -> None:
+        """Let go of whatever is still held; safe to call at any time."""
+        self._chunks = []
+        file, self._file = self._file, None
+        if file is None:
+            return
+        if self._writing is not None and not self._writing.done():
+            self._writing.add_done_callback(lambda _: file.close())
+        else:
+            file.close()
+
+    def _check_head(self) -> None:
+        self._head_checked = True
+        head = b"".join(self._chunks[:2])[: validation.HEAD_SIZE]
+        try:
+            validation.detect_format(head, allowed=self._allowed)
+        except InvalidImage as invalid:
+            self.rejected = invalid
+            self._drop()
+
+    def _drop(self) -> None:
+        self._keep = False
+        self.close()
+
+    async def _spill(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._writing is not None:
+            await self._writing  # one write at a time keeps them in order
+        if self._file is None:
+            self._file = await loop.run_in_executor(None, _new_spool_file)
+        data = b"".join(self._chunks)
+        self._chunks = []
+        self._held = 0
+        self._writing = loop.run_in_executor(None, self._file.write, data)
+
+
+def _new_spool_file() -> BinaryIO:
+    # Unnamed (O_TMPFILE where the system has it): gone when closed, and
+    # gone even if the process dies first.
+    return tempfile.TemporaryFile(prefix="ocr_sse-")
 
 
 async def _write_results(
@@ -501,11 +636,14 @@ async def _unless_client_leaves(
     decode does neither, and aiohttp has no callback for the moment a
     connection closes, so the transport is looked at a few times a second.
     """
-    while not outcome.done():
+    while True:
         await asyncio.wait([outcome], timeout=CONNECTION_CHECK_INTERVAL)
+        # Looked at once more when the decode ends: its result is for nobody
+        # if the client left meanwhile.
         if _client_gone(request):
             raise ConnectionResetError("the client left while its files were decoded")
-    return outcome.result()
+        if outcome.done():
+            return outcome.result()
 
 
 class _Body:
@@ -533,27 +671,24 @@ class _Body:
         )
 
     async def read(
-        self, part: BodyPartReader, *, keep_up_to: int, limit: int | None = None
-    ) -> tuple[list[bytes], int]:
-        """Read *part* to its end; keep its bytes only while they fit *keep_up_to*.
-
-        Returns the kept chunks (none once the part outgrew the bound) and the
-        real size of the part.
-        """
-        chunks: list[bytes] = []
+        self,
+        part: BodyPartReader,
+        into: _FileBuffer | None = None,
+        *,
+        limit: int | None = None,
+    ) -> None:
+        """Read *part* to its end, into *into*, or into nothing up to *limit*."""
         size = 0
-        while chunk := await self._guard(part.read_chunk(READ_CHUNK)):
+        while chunk := await self._guard(part.read_chunk()):
+            if into is not None:
+                await into.add(chunk)
+                continue
             size += len(chunk)
-            if size <= keep_up_to:
-                chunks.append(chunk)
-            elif chunks:
-                chunks = []  # over the bound: drain the rest without keeping it
             if limit is not None and size > limit:
                 raise UploadFailed(
                     ErrorType.MULTIPART_PARSING,
                     f"a form field is over the limit of {limit} bytes",
                 )
-        return chunks, size
 
     async def _guard(self, read: Awaitable[_T]) -> _T:
         """Await one read of the body, turning its failures into upload errors."""
@@ -586,7 +721,8 @@ class _PartReader(BodyPartReader):
     past it, so a part is not finished until bytes arrive after its
     delimiter, and it copies every byte twice on the way.  This one finds
     the delimiter with :class:`~ocr_sse.parts.DelimiterScanner` and gives
-    back whatever the network delivered, whatever *size* asks for.
+    back what has arrived, up to :data:`READ_CHUNK` bytes whatever *size*
+    asks for.
     """
 
     _scanner: DelimiterScanner | None = None
@@ -597,7 +733,9 @@ class _PartReader(BodyPartReader):
         if self._scanner is None:
             self._scanner = DelimiterScanner(self._boundary)
         while True:
-            chunk = await self._content.readany()
+            # A bounded read: readany() would join everything buffered, and
+            # what follows the part's end is copied back for the next part.
+            chunk = await self._content.read(READ_CHUNK)
             if not chunk:
                 raise ValueError("the body ends inside a part")
             data, rest = self._scanner.feed(chunk)
@@ -646,8 +784,9 @@ class _EventWriter:
         self._loop = asyncio.get_running_loop()
         self._last_write = self._loop.time()
 
-    async def send(self, event: Event) -> None:
-        await self._write(encode(event))
+    async def send(self, *events: Event) -> None:
+        """Write *events* in one go."""
+        await self._write(b"".join(encode(event) for event in events))
 
     async def _write(self, frame: bytes) -> None:
         async with self._lock:
