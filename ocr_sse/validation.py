@@ -121,6 +121,11 @@ def decode(
                     f"image is {width}x{height} pixels, over the limit of"
                     f" {limit} pixels",
                 )
+            if detected.pillow == "JPEG":
+                # libjpeg still decodes every coefficient of the entropy-
+                # coded data, so truncation and damage are still found, but
+                # skips most of the inverse DCT: about twice as fast.
+                image.draft(image.mode, (-(-width // 8), -(-height // 8)))
             # load(), not verify(): verify() checks nothing of JPEG data, and
             # a truncated image fails only when its pixels are decoded.
             image.load()

@@ -448,3 +448,23 @@ def test_validate_refuses_a_truncated_jpeg() -> None:
 def test_known_formats_are_what_pillow_names() -> None:
     """The allow-list vocabulary is the six Pillow format names, GIF included."""
     assert validation.KNOWN_FORMATS == {"JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"}
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.9, 0.99])
+def test_truncated_jpeg_is_caught_by_the_fast_decode(
+    progressive: bool, keep: float
+) -> None:
+    """JPEGs decode at 1/8 scale for speed, yet a cut anywhere still fails
+    as CorruptedFile, and the full size is reported for whole files."""
+    data = images.image_bytes(
+        "JPEG", width=800, height=600, quality=85, progressive=progressive
+    )
+    detected = detect_format(data, allowed={"JPEG"})
+
+    assert decode(io.BytesIO(data), detected, max_pixels=10**8) == (800, 600)
+    with pytest.raises(InvalidImage) as caught:
+        decode(
+            io.BytesIO(images.truncated(data, keep=keep)), detected, max_pixels=10**8
+        )
+    assert caught.value.code == CorruptedFile()
