@@ -8,16 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
-
-pytest.importorskip("fastapi")
-pytest.importorskip("sse_starlette")
-pytest.importorskip("uvicorn")
-pytest.importorskip("multipart")
-
 
 def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
     """`bench.py --quick` runs each workload on each server, saving the numbers."""
