@@ -153,9 +153,13 @@ def validate(
     max_pixels: int,
     clock: Callable[[], datetime] = utc_now,
 ) -> ImageFileInfo:
-    """Detect and decode one file that passed :func:`check_arrival`."""
+    """Detect and decode one file that passed :func:`check_arrival`.
+
+    A file object is read from its start, wherever it stands.
+    """
     started = time.perf_counter()
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    source.seek(0)
     detected = detect_format(source.read(HEAD_SIZE), allowed=allowed)
     source.seek(0)
     width, height = decode(source, detected, max_pixels=max_pixels)

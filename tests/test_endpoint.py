@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -44,6 +45,8 @@ def serve(aiohttp_client: Any) -> Serve:
 async def post(
     client: TestClient[Any, Any], body: bytes | Any, *, query: str = "", **headers: str
 ) -> tuple[int, dict[str, str], bytes]:
+    if isinstance(body, bytes):
+        body = io.BytesIO(body)  # aiohttp warns of large raw bytes bodies
     response = await client.post(
         "/api/ocr" + query, data=body, headers={"Content-Type": CONTENT_TYPE, **headers}
     )
@@ -266,6 +269,35 @@ async def test_each_error_code_reaches_the_client(
     assert error["error_code"] == code
     assert error["error_message"].startswith(message)
     assert only(events, "image_received")[0]["size_bytes"] == len(data)
+
+
+async def test_large_files_are_spooled_and_still_validate(serve: Serve) -> None:
+    """Files over the in-memory threshold (1 MiB) validate like small ones,
+    and a large non-image is still told apart by its magic bytes."""
+    client = await serve()
+    large = images.noise_jpeg(width=1500, height=1000)
+    assert len(large) > 1024 * 1024
+    events = await upload(
+        client,
+        ("large.jpg", large),
+        ("large.bin", b"\x00" * 3_000_000),
+        ("small.png", images.png()),
+    )
+    results = [
+        (kind, data.get("file_info", {}).get("width"), data.get("error_code"))
+        for kind, data in events
+        if kind in ("image_validation_success", "image_validation_error")
+    ]
+    assert results == [
+        ("image_validation_success", 1500, None),
+        (
+            "image_validation_error",
+            None,
+            {"UnsupportedFormat": {"detected": "unknown"}},
+        ),
+        ("image_validation_success", 64, None),
+    ]
+    assert only(events, "image_received")[0]["size_bytes"] == len(large)
 
 
 async def test_files_past_the_count_limit_are_reported_not_validated(

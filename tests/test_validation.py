@@ -468,3 +468,21 @@ def test_truncated_jpeg_is_caught_by_the_fast_decode(
             io.BytesIO(images.truncated(data, keep=keep)), detected, max_pixels=10**8
         )
     assert caught.value.code == CorruptedFile()
+
+
+def test_a_file_object_is_validated_from_its_start() -> None:
+    """validate() reads a file from the start, wherever it was left, as a
+    freshly written temporary file is left at its end."""
+    data = images.png(width=30, height=20)
+    file = io.BytesIO(data)
+    file.seek(0, io.SEEK_END)
+
+    info = validation.validate(
+        file,
+        file_index=0,
+        file_name=None,
+        size=len(data),
+        allowed={"PNG"},
+        max_pixels=10**6,
+    )
+    assert (info.format, info.width, info.height) == ("PNG", 30, 20)
