@@ -10,15 +10,17 @@ from __future__ import annotations
 from .app import CONFIG, create_app, setup, stop_uploads
 from .client import StreamError, UploadError, UploadRefused, upload
 from .config import Config, ConfigError
-from .handler import handle_upload
+from .handler import OnImage, ValidImage, handle_upload
 
 __all__ = (
     "CONFIG",
     "Config",
     "ConfigError",
+    "OnImage",
     "StreamError",
     "UploadError",
     "UploadRefused",
+    "ValidImage",
     "__version__",
     "create_app",
     "handle_upload",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
 from .config import Config
-from .handler import RUNTIME, Runtime, expect_upload, handle_upload
+from .handler import RUNTIME, OnImage, Runtime, expect_upload, handle_upload
 from .limits import RateLimiter, UploadSlots
+from .metrics import Metrics, PrometheusMetrics
 
 __all__ = ("CONFIG", "create_app", "setup", "standalone_app", "stop_uploads")
 
@@ -19,16 +20,30 @@ CONFIG = web.AppKey("ocr_sse.config", Config)
 
 
 def setup(
-    app: web.Application, *, config: Config | None = None, path: str = "/api/ocr"
+    app: web.Application,
+    *,
+    config: Config | None = None,
+    path: str = "/api/ocr",
+    on_image: OnImage | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """Add the upload endpoint at ``POST path`` to *app*; return *app*.
+
+    *on_image* is awaited with each valid image (a
+    :class:`~ocr_sse.handler.ValidImage`) before its success event is
+    written; if it raises, that file fails and the upload goes on.
+    *metrics* receives what happens to uploads (see :mod:`ocr_sse.metrics`).
 
     Works on a sub-application too.  The decoding threads start with the app
     and are shut down with it.
     """
     config = config if config is not None else Config()
     app[CONFIG] = config
-    app.cleanup_ctx.append(_runtime)
+    app.cleanup_ctx.append(
+        _runtime(
+            on_image=on_image, metrics=metrics if metrics is not None else Metrics()
+        )
+    )
     app.on_shutdown.append(stop_uploads)
     app.router.add_post(path, handle_upload, expect_handler=expect_upload)
     return app
@@ -44,25 +59,17 @@ def create_app(argv: Sequence[str] | None = None) -> web.Application:
 
 
 def standalone_app(config: Config) -> web.Application:
-    """The standalone server's app: the endpoint and ``GET /healthz``."""
-    app = setup(web.Application(), config=config)
+    """The standalone server's app: the endpoint, ``GET /healthz``, and
+    ``GET /metrics`` when ``prometheus-client`` is installed."""
+    try:
+        metrics: Metrics = PrometheusMetrics()
+    except ImportError:
+        metrics = Metrics()
+    app = setup(web.Application(), config=config, metrics=metrics)
     app.router.add_get("/healthz", _healthz)
+    if isinstance(metrics, PrometheusMetrics):
+        app.router.add_get("/metrics", _exposition(metrics))
     return app
-
-
-async def _runtime(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    executor = ThreadPoolExecutor(
-        max_workers=config.validation_threads, thread_name_prefix="ocr_sse-decode"
-    )
-    app[RUNTIME] = Runtime(
-        config=config,
-        executor=executor,
-        slots=UploadSlots(limit=config.max_uploads),
-        rate=RateLimiter(per_minute=config.rate_limit) if config.rate_limit else None,
-    )
-    yield
-    executor.shutdown(wait=True, cancel_futures=True)
 
 
 async def stop_uploads(app: web.Application) -> None:
@@ -75,7 +82,44 @@ async def stop_uploads(app: web.Application) -> None:
     await app[RUNTIME].stop()
 
 
+def _runtime(
+    *, on_image: OnImage | None, metrics: Metrics
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def runtime(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        executor = ThreadPoolExecutor(
+            max_workers=config.validation_threads, thread_name_prefix="ocr_sse-decode"
+        )
+        app[RUNTIME] = Runtime(
+            config=config,
+            executor=executor,
+            slots=UploadSlots(limit=config.max_uploads),
+            rate=RateLimiter(per_minute=config.rate_limit)
+            if config.rate_limit
+            else None,
+            metrics=metrics,
+            on_image=on_image,
+        )
+        yield
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    return runtime
+
+
 async def _healthz(request: web.Request) -> web.Response:
     if request.config_dict[RUNTIME].stopping:
         return web.json_response({"status": "stopping"}, status=503)
     return web.json_response({"status": "ok"})
+
+
+def _exposition(
+    metrics: PrometheusMetrics,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def exposition(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(metrics.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return exposition

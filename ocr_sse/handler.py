@@ -28,8 +28,8 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterator
-from concurrent.futures import Executor, Future
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from concurrent.futures import Executor
 from typing import Any, BinaryIO, TypeVar
 
 import attrs
@@ -42,6 +42,7 @@ from .config import Config
 from .errors import InvalidImage, Refused, UploadFailed, describe
 from .events import (
     AllImagesValidated,
+    CorruptedFile,
     ErrorType,
     Event,
     ImageFileInfo,
@@ -55,12 +56,15 @@ from .events import (
     encode,
 )
 from .limits import RateLimiter, UploadSlots
+from .metrics import Metrics
 from .parts import FILE_FIELD, DelimiterScanner, read_head
 
 __all__ = (
     "RUNTIME",
     "SSE_HEADERS",
+    "OnImage",
     "Runtime",
+    "ValidImage",
     "expect_upload",
     "handle_upload",
     "problem_response",
@@ -113,6 +117,9 @@ class Runtime:
     stopping: bool = False
     #: The deadline of each upload in flight, so a stop can bring it forward.
     deadlines: set[asyncio.Timeout] = attrs.field(factory=set)
+    metrics: Metrics = attrs.field(factory=Metrics)
+    #: The embedding app's hook for each valid image, if it has one.
+    on_image: OnImage | None = None
 
     async def stop(self) -> None:
         """Refuse new uploads; end those still in flight after the grace period."""
@@ -139,6 +146,7 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
     try:
         total_files = _admit(request, runtime, spend=True)
     except Refused as refusal:
+        runtime.metrics.refused(refusal.status)
         return problem_response(refusal)
     runtime.slots.try_take()  # _admit saw a free slot, and nothing ran since
     try:
@@ -209,25 +217,84 @@ def _unavailable(detail: str) -> Refused:
     return Refused(503, "Service Unavailable", detail, headers={"Retry-After": "1"})
 
 
+@attrs.frozen
+class ValidImage:
+    """A file that passed validation, as the ``on_image`` hook is given it."""
+
+    #: What validation learnt of it: the ``file_info`` of its success event.
+    file_info: ImageFileInfo
+    session_id: uuid.UUID
+    #: The image's bytes, readable from the start; closed once the hook returns.
+    file: BinaryIO
+    #: The upload's request, for what the app knows of its client.
+    request: web.Request
+
+
+#: An embedding app's coroutine for each valid image, before its success event.
+OnImage = Callable[[ValidImage], Awaitable[None]]
+
+
+@attrs.frozen
+class _Upload:
+    """One upload in flight: its request, its stream and what it shares."""
+
+    request: web.Request
+    out: _EventWriter
+    runtime: Runtime
+    session_id: uuid.UUID
+    started: float
+
+    def log(self, what: str, **fields: object) -> None:
+        """One ``key=value`` log line naming the upload's session."""
+        shown = " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
+        logger.info(
+            "%s session_id=%s %s",
+            what,
+            self.session_id,
+            shown,
+            extra={"session_id": str(self.session_id), "event": what, **fields},
+        )
+
+
+def _logfmt(value: object) -> str:
+    text = str(value)
+    return (
+        orjson.dumps(text).decode() if not text or " " in text or '"' in text else text
+    )
+
+
 async def _stream_upload(
     request: web.Request, runtime: Runtime, total_files: int | None
 ) -> web.StreamResponse:
-    session_id = uuid.uuid4()
-    started = time.monotonic()
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
-    out = _EventWriter(response, write_timeout=runtime.config.write_timeout)
-    logger.info("upload %s started", session_id)
+    upload = _Upload(
+        request=request,
+        out=_EventWriter(response, write_timeout=runtime.config.write_timeout),
+        runtime=runtime,
+        session_id=uuid.uuid4(),
+        started=time.monotonic(),
+    )
+    outcome = "ClientDisconnected"
     try:
-        async with out.keeping_alive(runtime.config.keepalive_interval):
-            await out.send(
-                UploadStarted(total_files=total_files, session_id=session_id)
+        async with upload.out.keeping_alive(runtime.config.keepalive_interval):
+            await upload.out.send(
+                UploadStarted(total_files=total_files, session_id=upload.session_id)
             )
-            for event in await _run_upload(request, out, runtime, session_id, started):
-                await out.send(event)
+            runtime.metrics.upload_started(
+                first_event_seconds=time.monotonic() - upload.started
+            )
+            upload.log("upload started", client=request.remote, total_files=total_files)
+            ending = await _run_upload(upload)
+            await upload.out.send(*ending)
+            outcome = (
+                ending[-1].error_type.value
+                if isinstance(ending[-1], ProcessingError)
+                else "complete"
+            )
         await response.write_eof()
     except ConnectionResetError as gone:
-        _log_disconnect(session_id, gone)
+        upload.log("upload ended", error_type=outcome, reason=gone)
         # A client that stopped reading still holds the socket: let it go
         # rather than wait on a buffer it will never drain.
         if request.transport is not None:
@@ -236,8 +303,14 @@ async def _stream_upload(
         # An app run with handler_cancellation=True cancels the handler when
         # its client goes; the cleanup is the same, done by the unwinding.
         if _client_gone(request):
-            _log_disconnect(session_id, "the connection closed")
+            upload.log(
+                "upload ended", error_type=outcome, reason="the connection closed"
+            )
         raise
+    finally:
+        runtime.metrics.upload_ended(
+            outcome, received_bytes=request.content.total_bytes
+        )
     return response
 
 
@@ -245,26 +318,15 @@ def _client_gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
 
-def _log_disconnect(session_id: uuid.UUID, why: object) -> None:
-    logger.info(
-        "upload %s ended: %s: %s", session_id, ErrorType.CLIENT_DISCONNECTED.value, why
-    )
-
-
-async def _run_upload(
-    request: web.Request,
-    out: _EventWriter,
-    runtime: Runtime,
-    session_id: uuid.UUID,
-    started: float,
-) -> list[Event]:
+async def _run_upload(upload: _Upload) -> list[Event]:
     """Receive and validate every file; return the events that end the stream."""
+    runtime = upload.runtime
     config = runtime.config
     try:
         async with asyncio.timeout(config.upload_timeout) as deadline:
             runtime.deadlines.add(deadline)
             try:
-                tally = await _receive_files(request, out, runtime)
+                tally = await _receive_files(upload)
             finally:
                 runtime.deadlines.discard(deadline)
     except TimeoutError:
@@ -283,16 +345,15 @@ async def _run_upload(
     except ConnectionResetError:
         raise
     except Exception:
-        logger.exception("upload %s failed on a bug", session_id)
+        logger.exception("upload failed on a bug session_id=%s", upload.session_id)
         failure = UploadFailed(ErrorType.INTERNAL, "internal server error")
     else:
-        duration_ms = round((time.monotonic() - started) * 1000)
-        logger.info(
-            "upload %s complete: %d files, %d valid, %d ms",
-            session_id,
-            tally.processed,
-            tally.valid,
-            duration_ms,
+        duration_ms = round((time.monotonic() - upload.started) * 1000)
+        upload.log(
+            "upload complete",
+            files=tally.processed,
+            valid=tally.valid,
+            duration_ms=duration_ms,
         )
         return [
             AllImagesValidated(
@@ -301,21 +362,18 @@ async def _run_upload(
                 failed_count=tally.invalid,
             ),
             ProcessingComplete(
-                session_id=session_id,
+                session_id=upload.session_id,
                 total_files=tally.processed,
                 successful_files=tally.valid,
                 duration_ms=duration_ms,
             ),
         ]
-    logger.info(
-        "upload %s failed: %s: %s",
-        session_id,
-        failure.error_type.value,
-        failure.message,
+    upload.log(
+        "upload failed", error_type=failure.error_type.value, reason=failure.message
     )
     return [
         ProcessingError(
-            session_id=session_id,
+            session_id=upload.session_id,
             error_message=failure.message,
             error_type=failure.error_type,
         )
@@ -334,34 +392,45 @@ class _Tally:
 
 @attrs.frozen
 class _Pending:
-    """A file whose result is still to be written, in file order."""
+    """A file whose result is still to be written, in file order.
+
+    It owns the file's bytes until :meth:`release`: the decode only reads
+    them, and the ``on_image`` hook gets them after it.
+    """
 
     file_index: int
     file_name: str | None
+    source: bytes | BinaryIO | None
     outcome: asyncio.Future[ImageFileInfo | InvalidImage]
+    #: When the file's last byte arrived (monotonic seconds).
+    arrived: float = attrs.field(factory=time.monotonic)
+
+    def release(self) -> None:
+        """Stop the decode if it has not started, and let go of the bytes."""
+        self.outcome.cancel()
+        if isinstance(self.source, io.IOBase):
+            self.source.close()
 
 
-async def _receive_files(
-    request: web.Request, out: _EventWriter, runtime: Runtime
-) -> _Tally:
+async def _receive_files(upload: _Upload) -> _Tally:
     # Files wait here between their arrival and their result; the bound
     # keeps a fast client from queueing more decodes than there are threads
     # to run them (it then waits, and TCP slows it down).
     pending: asyncio.Queue[_Pending | None] = asyncio.Queue(
-        maxsize=2 * runtime.config.validation_threads
+        maxsize=2 * upload.runtime.config.validation_threads
     )
     tally = _Tally()
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_write_results(request, pending, out, tally))
-            await _read_files(request, out, pending, runtime)
+            tasks.create_task(_write_results(upload, pending, tally))
+            await _read_files(upload, pending)
             await pending.put(None)
     except BaseExceptionGroup as group:
         raise _first_cause(group) from None
     finally:
         while not pending.empty():
             if (left := pending.get_nowait()) is not None:
-                left.outcome.cancel()
+                left.release()
     return tally
 
 
@@ -382,14 +451,9 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield exc
 
 
-async def _read_files(
-    request: web.Request,
-    out: _EventWriter,
-    pending: asyncio.Queue[_Pending | None],
-    runtime: Runtime,
-) -> None:
-    config = runtime.config
-    body = _Body(request, config)
+async def _read_files(upload: _Upload, pending: asyncio.Queue[_Pending | None]) -> None:
+    config = upload.runtime.config
+    body = _Body(upload.request, config)
     file_index = 0
     async for part in body.parts():
         head = read_head(part.headers)
@@ -406,18 +470,23 @@ async def _read_files(
             source = await received.finish()
         finally:
             received.close()
-        # Decoding starts first: it owns the file from here on, so whatever
-        # fails next only has to cancel it.
-        outcome = _validate_later(
-            runtime,
-            source,
-            rejected=received.rejected,
+        # Decoding starts first; the pending file owns the bytes from here
+        # on, so whatever fails next only has to release it.
+        file = _Pending(
             file_index=file_index,
             file_name=head.file_name,
-            size=received.size,
+            source=source,
+            outcome=_validate_later(
+                upload.runtime,
+                source,
+                rejected=received.rejected,
+                file_index=file_index,
+                file_name=head.file_name,
+                size=received.size,
+            ),
         )
         try:
-            await out.send(
+            await upload.out.send(
                 ImageReceived(
                     file_index=file_index,
                     file_name=head.file_name,
@@ -425,9 +494,9 @@ async def _read_files(
                 ),
                 ImageValidationStart(file_index=file_index, file_name=head.file_name),
             )
-            await pending.put(_Pending(file_index, head.file_name, outcome))
+            await pending.put(file)
         except BaseException:
-            outcome.cancel()
+            file.release()
             raise
         file_index += 1
     if file_index == 0:
@@ -449,7 +518,7 @@ def _validate_later(
 
     The checks run in the contract's order: size and position first, then
     the magic bytes (already looked at as the file arrived), then the decode
-    in the executor, which takes over *source* and closes it.
+    in the executor.
     """
     config = runtime.config
     try:
@@ -463,31 +532,21 @@ def _validate_later(
             raise rejected
         assert source is not None, "a file that passed its checks was kept"
     except InvalidImage as invalid:
-        if isinstance(source, io.IOBase):
-            source.close()
         done: asyncio.Future[ImageFileInfo | InvalidImage]
         done = asyncio.get_running_loop().create_future()
         done.set_result(invalid)
         return done
-    decoding = runtime.executor.submit(
-        _validate_quietly,
-        source,
-        file_index=file_index,
-        file_name=file_name,
-        size=size,
-        allowed=config.allowed_formats,
-        max_pixels=config.max_pixels,
+    return asyncio.wrap_future(
+        runtime.executor.submit(
+            _validate_quietly,
+            source,
+            file_index=file_index,
+            file_name=file_name,
+            size=size,
+            allowed=config.allowed_formats,
+            max_pixels=config.max_pixels,
+        )
     )
-    if isinstance(source, io.IOBase):
-        spooled = source
-
-        def close_if_never_run(job: Future[Any]) -> None:
-            # A decode cancelled before it starts never gets to close its file.
-            if job.cancelled():
-                spooled.close()
-
-        decoding.add_done_callback(close_if_never_run)
-    return asyncio.wrap_future(decoding)
 
 
 def _validate_quietly(
@@ -499,9 +558,6 @@ def _validate_quietly(
         return validation.validate(source, **facts)
     except InvalidImage as invalid:
         return invalid
-    finally:
-        if not isinstance(source, bytes):
-            source.close()
 
 
 class _FileBuffer:
@@ -600,19 +656,21 @@ def _new_spool_file() -> BinaryIO:
 
 
 async def _write_results(
-    request: web.Request,
-    pending: asyncio.Queue[_Pending | None],
-    out: _EventWriter,
-    tally: _Tally,
+    upload: _Upload, pending: asyncio.Queue[_Pending | None], tally: _Tally
 ) -> None:
     while (file := await pending.get()) is not None:
         try:
-            outcome = await _unless_client_leaves(request, file.outcome)
+            outcome = await _unless_client_leaves(upload.request, file.outcome)
+            if upload.runtime.on_image is not None and not isinstance(
+                outcome, InvalidImage
+            ):
+                outcome = await _hand_over(upload, file, outcome)
         finally:
-            file.outcome.cancel()
+            file.release()
         event: Event
         if isinstance(outcome, InvalidImage):
             tally.invalid += 1
+            result = type(outcome.code).__name__
             event = ImageValidationError(
                 file_index=file.file_index,
                 file_name=file.file_name,
@@ -621,16 +679,62 @@ async def _write_results(
             )
         else:
             tally.valid += 1
+            result = "valid"
             event = ImageValidationSuccess(
                 file_index=file.file_index, file_info=outcome
             )
-        await out.send(event)
+        await upload.out.send(event)
+        seconds = time.monotonic() - file.arrived
+        upload.runtime.metrics.file_validated(result, seconds=seconds)
+        upload.log(
+            "file validated",
+            file_index=file.file_index,
+            result=result,
+            ms=round(seconds * 1000, 1),
+        )
+
+
+async def _hand_over(
+    upload: _Upload, file: _Pending, info: ImageFileInfo
+) -> ImageFileInfo | InvalidImage:
+    """Give a valid image to the app's ``on_image`` hook; a failure fails the file."""
+    assert upload.runtime.on_image is not None and file.source is not None
+    readable = (
+        io.BytesIO(file.source) if isinstance(file.source, bytes) else file.source
+    )
+    readable.seek(0)
+    hook = asyncio.ensure_future(
+        upload.runtime.on_image(
+            ValidImage(
+                file_info=info,
+                session_id=upload.session_id,
+                file=readable,
+                request=upload.request,
+            )
+        )
+    )
+    try:
+        await _unless_client_leaves(upload.request, hook)
+    except Exception as exc:
+        logger.exception(
+            "on_image failed session_id=%s file_index=%d",
+            upload.session_id,
+            file.file_index,
+        )
+        # The contract has no error code for a file the app refused; the
+        # message says what happened.
+        return InvalidImage(
+            CorruptedFile(), f"the image could not be processed: {describe(exc)}"
+        )
+    finally:
+        hook.cancel()  # a client that left takes its hook with it
+    return info
 
 
 async def _unless_client_leaves(
     request: web.Request, outcome: asyncio.Future[_O]
 ) -> _O:
-    """Wait for a decode, watching the connection meanwhile.
+    """Wait for a decode or a hook, watching the connection meanwhile.
 
     A read or a write notices a closed transport by failing; waiting on a
     decode does neither, and aiohttp has no callback for the moment a
@@ -638,7 +742,7 @@ async def _unless_client_leaves(
     """
     while True:
         await asyncio.wait([outcome], timeout=CONNECTION_CHECK_INTERVAL)
-        # Looked at once more when the decode ends: its result is for nobody
+        # Looked at once more when the wait ends: the result is for nobody
         # if the client left meanwhile.
         if _client_gone(request):
             raise ConnectionResetError("the client left while its files were decoded")

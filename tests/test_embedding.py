@@ -1,0 +1,233 @@
+"""Embedding: the on_image hook, metrics and log lines an app relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+import ocr_sse
+from ocr_sse import Config
+from ocr_sse.metrics import PrometheusMetrics
+
+from . import images
+from .test_faults import RawUpload
+from .wire import CONTENT_TYPE, multipart, read_events, types
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+async def post(client: Any, body: bytes) -> list[tuple[str, dict[str, Any]]]:
+    response = await client.post(
+        "/api/ocr", data=io.BytesIO(body), headers={"Content-Type": CONTENT_TYPE}
+    )
+    assert response.status == 200
+    return read_events(await response.read())
+
+
+async def test_the_hook_gets_each_valid_image_before_its_success(
+    aiohttp_client: Any,
+) -> None:
+    """on_image sees every valid file, small or spooled, with its bytes and
+    the stream's session id; invalid files never reach it."""
+    seen: list[tuple[int, str, bytes]] = []
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        seen.append(
+            (image.file_info.file_index, str(image.session_id), image.file.read())
+        )
+
+    app = ocr_sse.setup(web.Application(), on_image=on_image)
+    client = await aiohttp_client(app)
+    small, large = images.png(), images.noise_jpeg(width=1500, height=1000)
+    events = await post(
+        client,
+        multipart(
+            [("images", "a.png", small), ("images", "b.pdf", b"%PDF-1.4"),
+             ("images", "c.jpg", large)]
+        ),
+    )  # fmt: skip
+    session_id = events[0][1]["session_id"]
+    assert seen == [(0, session_id, small), (2, session_id, large)]
+    assert types(events)[-1] == "processing_complete"
+
+
+async def test_the_success_event_waits_for_the_hook(aiohttp_client: Any) -> None:
+    """The client sees a file's success only once the hook has returned."""
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        entered.set()
+        await release.wait()
+
+    client = await aiohttp_client(ocr_sse.setup(web.Application(), on_image=on_image))
+    response = await client.post(
+        "/api/ocr",
+        data=multipart([("images", "a.png", images.png())]),
+        headers={"Content-Type": CONTENT_TYPE},
+    )
+    raw = b""
+    async with asyncio.timeout(5):
+        while not (b"event: image_validation_start" in raw and raw.endswith(b"\n\n")):
+            raw += await response.content.readline()
+    await asyncio.wait_for(entered.wait(), 5)
+    with pytest.raises(TimeoutError):  # nothing more while the hook runs
+        raw += await asyncio.wait_for(response.content.readline(), 0.3)
+    release.set()
+    events = read_events(raw + await response.read())
+    assert types(events)[-3:] == [
+        "image_validation_success",
+        "all_images_validated",
+        "processing_complete",
+    ]
+
+
+async def test_a_failing_hook_fails_its_file_and_the_upload_goes_on(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that raises turns that file into an image_validation_error."""
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        if image.file_info.file_index == 0:
+            raise OSError("disk full")
+
+    client = await aiohttp_client(ocr_sse.setup(web.Application(), on_image=on_image))
+    events = await post(
+        client, multipart([("images", f"{n}.png", images.png()) for n in range(2)])
+    )
+    results = [
+        (kind, data.get("error_code"), data.get("error_message"))
+        for kind, data in events
+        if kind in ("image_validation_success", "image_validation_error")
+    ]
+    assert results == [
+        (
+            "image_validation_error",
+            "CorruptedFile",
+            "the image could not be processed: disk full",
+        ),
+        ("image_validation_success", None, None),
+    ]
+    assert events[-1][1]["successful_files"] == 1
+    assert "on_image failed" in caplog.text
+
+
+async def test_a_client_that_leaves_cancels_the_hook(aiohttp_server: Any) -> None:
+    """The hook of an upload whose client went away is cancelled."""
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    server = await aiohttp_server(ocr_sse.setup(web.Application(), on_image=on_image))
+    upload = RawUpload(server.port, multipart([("images", "a.png", images.png())]))
+    await upload.open()
+    await upload.send(len(upload.body))
+    await asyncio.wait_for(entered.wait(), 5)
+    upload.vanish()
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_the_readme_app_saves_valid_images_under_server_chosen_names(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """The README's embedding example runs as written and saves each valid
+    image as <session id>-<index>.<ext>, never under the client's name."""
+    source = re.search(
+        r"```python\n(import asyncio\nimport shutil.+?)```", README, re.S
+    )
+    assert source is not None
+    example: dict[str, Any] = {"__name__": "readme_example"}
+    exec(compile(source.group(1), "README.md", "exec"), example)
+    example["UPLOADS"] = tmp_path / "uploads"
+    client = await aiohttp_client(example["make_app"]())
+    assert await (await client.get("/")).text() == "bills to spreadsheets"
+    png, jpeg = images.png(), images.jpeg()
+    events = await post(
+        client,
+        multipart(
+            [("images", "../../etc/passwd", png), ("images", "notes.pdf", b"%PDF-1.4"),
+             ("images", "scan.jpg", jpeg)]
+        ),
+    )  # fmt: skip
+    session_id = events[0][1]["session_id"]
+    saved = {path.name: path.read_bytes() for path in (tmp_path / "uploads").iterdir()}
+    assert saved == {f"{session_id}-0.png": png, f"{session_id}-2.jpg": jpeg}
+
+
+async def test_metrics_count_uploads_files_refusals_and_latency(
+    aiohttp_client: Any,
+) -> None:
+    """/metrics of the standalone app counts what its uploads did."""
+    client = await aiohttp_client(ocr_sse.app.standalone_app(Config()))
+    await post(
+        client, multipart([("images", "a.png", images.png()), ("images", "b", b"")])
+    )
+    refused = await client.post("/api/ocr", data=b"x", headers={"Content-Type": "a/b"})
+    assert refused.status == 415
+    text = await (await client.get("/metrics")).text()
+    for sample in [
+        'ocr_sse_uploads_total{outcome="complete"} 1.0',
+        'ocr_sse_files_total{result="valid"} 1.0',
+        'ocr_sse_files_total{result="EmptyFile"} 1.0',
+        'ocr_sse_refusals_total{status="415"} 1.0',
+        "ocr_sse_uploads_in_flight 0.0",
+        "ocr_sse_first_event_seconds_count 1.0",
+        "ocr_sse_file_result_seconds_count 2.0",
+    ]:
+        assert sample in text, sample
+    received = re.search(r"^ocr_sse_received_bytes_total (\S+)$", text, re.M)
+    assert received is not None and float(received.group(1)) > len(images.png())
+
+
+def test_metrics_count_disconnects() -> None:
+    """A disconnect is counted as an upload outcome and a disconnect."""
+    metrics = PrometheusMetrics()
+    metrics.upload_started(first_event_seconds=0.001)
+    metrics.upload_ended("ClientDisconnected", received_bytes=10)
+    values = {
+        (sample.name, tuple(sample.labels.items())): sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+    }
+    assert values[("ocr_sse_client_disconnects_total", ())] == 1
+    assert values[("ocr_sse_uploads_total", (("outcome", "ClientDisconnected"),))] == 1
+    assert values[("ocr_sse_uploads_in_flight", ())] == 0
+
+
+async def test_every_log_line_of_an_upload_names_its_session(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Start, each file's outcome and the end are logged with the session id."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    client = await aiohttp_client(ocr_sse.setup(web.Application()))
+    events = await post(
+        client, multipart([("images", "a.png", images.png()), ("images", "b", b"")])
+    )
+    session_id = events[0][1]["session_id"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ocr_sse"]
+    assert [line.split(" session_id=")[0] for line in lines] == [
+        "upload started",
+        "file validated",
+        "file validated",
+        "upload complete",
+    ]
+    assert all(f"session_id={session_id} " in line for line in lines)
+    assert "file_index=1 result=EmptyFile" in lines[2]
+    assert all(
+        r.session_id == session_id  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "ocr_sse"
+    )
