@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 import attrs
-from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from .errors import UploadFailed
 from .events import ErrorType
 
-__all__ = ("FILE_FIELD", "MAX_FILE_NAME", "DelimiterScanner", "PartHead", "read_head")
+__all__ = (
+    "FILE_FIELD",
+    "MAX_FILE_NAME",
+    "DelimiterScanner",
+    "PartHead",
+    "disposition_parameters",
+    "read_head",
+)
 
 #: The form field whose parts are the uploaded files.
 FILE_FIELD = "images"
@@ -31,6 +38,16 @@ MAX_FILE_NAME = 255
 _IDENTITY = frozenset({"", "binary", "8bit", "7bit", "identity"})
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+# RFC 6266 section 4.1: `; name=value`, the value a token or a quoted string
+# (RFC 9110 section 5.6.4, with backslash escapes).
+_PARAMETER = re.compile(
+    r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)'
+)
+_ESCAPED = re.compile(r"\\(.)")
+# RFC 8187 section 3.2: charset'language'percent-encoded; only UTF-8 (and the
+# ISO-8859-1 of RFC 5987) are decoded, never another codec a client names.
+_EXTENDED = re.compile(r"(utf-8|iso-8859-1)'[^']*'(.*)", re.IGNORECASE | re.DOTALL)
 
 
 @attrs.frozen(kw_only=True)
@@ -57,19 +74,40 @@ def read_head(headers: Mapping[str, str]) -> PartHead:
                 f"a part has {header}: {value[:40]}; multipart/form-data parts"
                 " must carry their bytes as they are",
             )
-    _, params = parse_content_disposition(headers.get("Content-Disposition"))
-    return PartHead(
-        field_name=params.get("name"),
-        file_name=_clean(content_disposition_filename(params, "filename")),
-    )
+    try:
+        params = disposition_parameters(headers.get("Content-Disposition", ""))
+    except ValueError as exc:
+        raise UploadFailed(ErrorType.MULTIPART_PARSING, str(exc)) from None
+    return PartHead(field_name=params.get("name"), file_name=_file_name(params))
 
 
-def _clean(name: str | None) -> str | None:
+def disposition_parameters(header: str) -> dict[str, str]:
+    """The parameters of a Content-Disposition header, names in lower case.
+
+    A quoted value is unquoted.  A name given twice is a ``ValueError``
+    (RFC 6266 section 4.1): which one a proxy in front believed is unknown.
+    """
+    params: dict[str, str] = {}
+    for match in _PARAMETER.finditer(header):
+        name, value = match.group(1).lower(), match.group(2).strip()
+        if value.startswith('"'):
+            value = _ESCAPED.sub(r"\1", value[1:-1])
+        if name in params:
+            raise ValueError(f"a part's Content-Disposition gives {name} twice")
+        params[name] = value
+    return params
+
+
+def _file_name(params: Mapping[str, str]) -> str | None:
+    name = params.get("filename")
+    extended = _EXTENDED.fullmatch(params.get("filename*", ""))
+    if extended is not None:
+        charset, encoded = extended.groups()
+        name = unquote(encoded, encoding=charset, errors="replace")
     if name is None:
         return None
-    # Header bytes that are not UTF-8 arrive as lone surrogates, and so can
-    # a filename* in a charset of the client's choosing; JSON cannot carry
-    # them, so each shows as U+FFFD.
+    # Header bytes that are not UTF-8 arrive as lone surrogates, which JSON
+    # cannot carry: each shows as U+FFFD.
     return _SURROGATE.sub("\ufffd", name[:MAX_FILE_NAME])
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from aiohttp.multipart import BadContentDispositionHeader
 from multidict import CIMultiDict
 
 from ocr_sse.errors import UploadFailed
@@ -119,13 +118,49 @@ def test_raw_utf8_file_name() -> None:
     assert part.file_name == "\u65e5\u672c\u8a9e.png"
 
 
-def test_malformed_disposition_is_not_a_file() -> None:
-    """An unparsable Content-Disposition gives no field: the part is skipped."""
-    with pytest.warns(BadContentDispositionHeader):
-        part = head('form-data; name="images"; name="images"')
+def test_a_parameter_given_twice_ends_the_upload() -> None:
+    """A name given twice is ambiguous (a proxy may have read the other one):
+    the upload ends with MultipartParsingError rather than guess."""
+    with pytest.raises(UploadFailed) as caught:
+        head('form-data; name="images"; name="other"')
 
-    assert part == PartHead(field_name=None, file_name=None)
-    assert not part.is_file
+    assert caught.value.error_type is ErrorType.MULTIPART_PARSING
+    assert str(caught.value) == "a part's Content-Disposition gives name twice"
+
+
+@pytest.mark.parametrize(
+    ("disposition", "field", "file_name"),
+    [
+        ('form-data; name="images"; filename="a;b.png"', "images", "a;b.png"),
+        ('form-data; NAME="images"; FileName="x.png"', "images", "x.png"),
+        ("form-data; name=images; filename=plain.png", "images", "plain.png"),
+        (
+            'form-data; name="images"; filename="q\\"uote\\\\.png"',
+            "images",
+            'q"uote\\.png',
+        ),
+        ('form-data; name="images"; filename=""', "images", ""),
+        (
+            "form-data; name=\"images\"; filename*=iso-8859-1''caf%E9.png",
+            "images",
+            "caf\u00e9.png",
+        ),
+        (
+            "form-data; name=images; filename=\"fallback.png\";"
+            " filename*=UTF-8''%E2%82%AC.png",
+            "images",
+            "\u20ac.png",
+        ),
+        ("form-data", None, None),
+        ("", None, None),
+    ],
+)
+def test_disposition_parameters_follow_rfc_6266(
+    disposition: str, field: str | None, file_name: str | None
+) -> None:
+    """Quoted strings with escapes and semicolons, tokens, names in any case,
+    and filename* over filename."""
+    assert head(disposition) == PartHead(field_name=field, file_name=file_name)
 
 
 # -- encodings -------------------------------------------------------------------------
@@ -224,22 +259,18 @@ def test_undecodable_header_bytes_become_replacement_characters() -> None:
 
 
 @pytest.mark.parametrize(
-    ("encoded", "expected"),
-    [
-        ("utf-7''a%2B2AA-b.png", "a\ufffdb.png"),
-        ("unicode_escape''a%5Cud800b.png", "a\ufffdb.png"),
-        ("unicode_escape''%5Cudfff.png", "\ufffd.png"),
-    ],
-    ids=["utf-7", "unicode-escape-high", "unicode-escape-low"],
+    "encoded",
+    ["utf-7''a%2B2AA-b.png", "unicode_escape''a%5Cud800b.png", "rot13''n.png"],
+    ids=["utf-7", "unicode-escape", "rot13"],
 )
-def test_any_lone_surrogate_in_file_name_becomes_replacement(
-    encoded: str, expected: str
-) -> None:
-    """A lone surrogate decoded from filename* in a client-chosen charset
-    becomes U+FFFD, like undecodable bytes, instead of crashing the upload."""
+def test_filename_star_in_another_charset_is_not_decoded(encoded: str) -> None:
+    """Only UTF-8 and ISO-8859-1 filename* values are decoded (RFC 8187):
+    a codec a client names is never run, and filename is used instead."""
     part = head(f'form-data; name="images"; filename*={encoded}')
+    assert part.file_name is None
 
-    assert part.file_name == expected
+    part = head(f'form-data; name="images"; filename="plain.png"; filename*={encoded}')
+    assert part.file_name == "plain.png"
 
 
 def test_cleaned_file_name_can_be_sent_as_json() -> None:
