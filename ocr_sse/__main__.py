@@ -1,33 +1,49 @@
-"""The command line: ``ocr-sse`` or ``python -m ocr_sse`` runs the server."""
+"""The command line: ``ocr-sse`` (or ``python -m ocr_sse``) runs the server;
+``ocr-sse upload FILE...`` sends files to one and shows their progress."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import time
+import typing
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TextIO
 
+import aiohttp
 from aiohttp import web
+from yarl import URL
 
-from . import __version__
+from . import __version__, client, progress
 from .app import standalone_app, stop_uploads
 from .config import Config, ConfigError, argument_parser
+from .events import Event, to_json
 
-__all__ = ("main",)
+__all__ = ("DEFAULT_URL", "main", "upload_main")
 
 
 def main(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ
 ) -> int:
-    """Run the standalone server until it is stopped; return the exit status."""
+    """Run the standalone server until it is stopped; return the exit status.
+
+    A first argument ``upload`` runs the client instead (:func:`upload_main`).
+    """
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "upload":
+        return upload_main(argv[1:], environ)
     parser = argparse.ArgumentParser(
         prog="ocr-sse",
         description="Serve POST /api/ocr: multipart image uploads answered with"
         " Server-Sent Events.",
+        epilog="To send files to a server: ocr-sse upload FILE... (see"
+        " ocr-sse upload --help).",
     )
     parser.add_argument("--version", action="version", version=__version__)
     try:
@@ -69,6 +85,187 @@ async def serve(config: Config) -> None:
         await stop_uploads(app)
     finally:
         await runner.cleanup()
+
+
+# -- the client: ocr-sse upload ----------------------------------------------
+
+DEFAULT_URL = "http://127.0.0.1:3000/api/ocr"
+
+# Exit statuses of ``ocr-sse upload`` beyond 0 (every file valid) and 1 (a
+# file failed, or the upload ended with processing_error).
+_USAGE = 2  # bad arguments, a file that cannot be read, a refusal (4xx/5xx)
+_UNREACHABLE = 3  # no connection to the server, or it broke
+_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+# Terminals whose name says they do not move the cursor.
+_DUMB_TERMINALS = frozenset({"", "dumb", "unknown"})
+
+
+def upload_main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
+    """``ocr-sse upload FILE... [--url URL]``: send the files, show each one's
+    events as they arrive; return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="ocr-sse upload",
+        description="Upload image files to an ocr-sse server in one request and"
+        " show each file as it is received and validated.",
+        epilog="Exit status: 0 every file valid; 1 a file failed, or the upload"
+        " ended with processing_error; 2 bad arguments or a refusal (4xx, 5xx);"
+        " 3 the server cannot be reached.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="an image to send")
+    parser.add_argument(
+        "--url", default=DEFAULT_URL, help=f"the endpoint (default: {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--total-files",
+        type=_count,
+        metavar="N",
+        help="declare N files in the total_files query parameter (default: none)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print each event as one line of the contract's JSON, nothing else",
+    )
+    args = parser.parse_args(argv)
+    url = URL(args.url)
+    if url.scheme not in ("http", "https") or not url.host:
+        parser.error(f"--url must be an http:// or https:// URL, not {args.url!r}")
+    for path in args.files:
+        # Every file is checked before anything is sent: a typo should not
+        # cost a half-sent upload.
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            parser.error(f"cannot read {path}: {exc.strerror or exc}")
+    stdout = sys.stdout
+    terminal = (
+        not args.json
+        and stdout.isatty()
+        and environ.get("TERM", "") not in _DUMB_TERMINALS
+    )
+    glyphs = progress.UNICODE if _can_encode(stdout, "✓✗…") else progress.ASCII
+    try:
+        return asyncio.run(
+            _upload(
+                url,
+                args.files,
+                total_files=args.total_files,
+                json=args.json,
+                terminal=terminal,
+                glyphs=glyphs,
+            )
+        )
+    except KeyboardInterrupt:
+        return _INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout is gone (`| head`): stop quietly, and point
+        # stdout at /dev/null so that the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}")
+    return int(text)
+
+
+def _can_encode(stream: TextIO, text: str) -> bool:
+    try:
+        text.encode(stream.encoding or "ascii")
+    except (LookupError, UnicodeEncodeError):
+        return False
+    return True
+
+
+async def _upload(
+    url: URL,
+    paths: Sequence[str],
+    *,
+    total_files: int | None,
+    json: bool,
+    terminal: bool,
+    glyphs: progress.Glyphs,
+) -> int:
+    """Send *paths*, print as the events come; return the exit status."""
+    state = progress.Progress.start([os.path.basename(path) for path in paths])
+    started = time.monotonic()
+    drawn: list[str] = []  # the lines on the terminal, to redraw in place
+    printed = 0  # the files whose final line is out, off a terminal
+    # No overall time limit: an upload of large files may take long, and the
+    # server ends a stalled one itself (read_timeout, upload_timeout).
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            contextlib.aclosing(
+                # upload() is an async generator: it can be closed at once.
+                typing.cast(
+                    "AsyncGenerator[Event, None]",
+                    client.upload(
+                        session,
+                        str(url),
+                        paths,
+                        total_files=total_files,
+                        # A refusal is then answered before the body is sent.
+                        expect_continue=True,
+                    ),
+                )
+            ) as events,
+        ):
+            async for event in events:
+                state = state.apply(event)
+                if json:
+                    sys.stdout.buffer.write(to_json(event) + b"\n")
+                    sys.stdout.buffer.flush()
+                elif terminal:
+                    lines = progress.live_lines(state, glyphs=glyphs)
+                    if state.end is None:
+                        columns = shutil.get_terminal_size().columns
+                        lines = progress.fit(lines, columns, cut=glyphs.cut)
+                    # else the last lines are drawn whole: no redraw follows.
+                    _out(progress.redraw(drawn, lines))
+                    drawn = lines
+                else:
+                    for index in range(printed, state.settled):
+                        _out(progress.final_line(state, index, glyphs=glyphs) + "\n")
+                    printed = state.settled
+    except client.UploadRefused as exc:
+        return _fail(_USAGE, str(exc))
+    except aiohttp.ClientConnectorError as exc:
+        return _fail(_UNREACHABLE, f"cannot reach {url}: {_os_reason(exc.os_error)}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return _fail(_UNREACHABLE, f"the connection to {url} failed: {_reason(exc)}")
+    except client.UploadError as exc:
+        # The stream broke the contract, or a file changed while it was sent.
+        return _fail(1, str(exc))
+    if not json:
+        _out(progress.summary(state, time.monotonic() - started) + "\n")
+    return state.exit_status
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _fail(status: int, message: str) -> int:
+    sys.stdout.flush()
+    print(f"ocr-sse upload: error: {message}", file=sys.stderr)
+    return status
+
+
+def _os_reason(exc: OSError) -> str:
+    # "Connection refused" rather than "Connect call failed ('127.0.0.1', 3000)".
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or _reason(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -1,0 +1,242 @@
+"""`ocr-sse upload` against a real server process: output and exit status."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ocr_sse.events import from_json, to_json
+from ocr_sse.progress import size_text
+
+from . import images
+from .test_main import free_port, run
+
+
+@contextlib.contextmanager
+def running_server(*flags: str) -> Iterator[str]:
+    """`python -m ocr_sse` with *flags* on a free loopback port; its URL."""
+    port = free_port()
+    server = [sys.executable, "-m", "ocr_sse", "--host", "127.0.0.1"]
+    process = subprocess.Popen(
+        [*server, "--port", str(port), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, "server exited"
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/api/ocr"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        finally:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with running_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    made = {
+        "receipt.jpg": images.jpeg(width=124, height=175),
+        "scan.png": images.png(),
+        "notes.pdf": images.pdf(),
+    }
+    for name, data in made.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: tmp_path / name for name in made}
+
+
+def size(path: Path) -> str:
+    return f"{size_text(path.stat().st_size):>10}"
+
+
+def test_a_valid_image_and_a_pdf_print_one_line_each_and_exit_1(
+    url: str, files: dict[str, Path]
+) -> None:
+    """Off a terminal: each file's final line once, in order, then the
+    summary; no escape codes; a failed file gives exit status 1."""
+    png, pdf = files["scan.png"], files["notes.pdf"]
+    result = run("upload", str(png), str(pdf), "--url", url)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        f"scan.png   {size(png)}  ✓ PNG 64x48",
+        f"notes.pdf  {size(pdf)}  ✗ UnsupportedFormat:"
+        " unsupported format: application/pdf",
+    ]
+    assert lines[2].startswith("done: 1 valid, 1 failed of 2 files in ")
+    assert len(lines) == 3
+    assert "\x1b" not in result.stdout
+    assert result.stderr == ""
+
+
+def test_all_valid_files_exit_0(url: str, files: dict[str, Path]) -> None:
+    """Every file valid and processing_complete: exit status 0."""
+    jpg, png = files["receipt.jpg"], files["scan.png"]
+    result = run("upload", str(jpg), str(png), "--url", url, "--total-files", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == [
+        f"receipt.jpg  {size(jpg)}  ✓ JPEG 124x175",
+        f"scan.png     {size(png)}  ✓ PNG 64x48",
+    ]
+    assert result.stdout.splitlines()[2].startswith("done: 2 valid, 0 failed of 2")
+
+
+def test_json_prints_every_event_as_the_contract_json_in_order(
+    url: str, files: dict[str, Path]
+) -> None:
+    """--json: one contract JSON line per event and nothing else, in the
+    contract's order; each line is exactly what to_json gives."""
+    result = run(
+        "upload",
+        str(files["scan.png"]),
+        str(files["notes.pdf"]),
+        "--url",
+        url,
+        "--total-files",
+        "2",
+        "--json",
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.encode().splitlines()
+    documents = [orjson.loads(line) for line in lines]
+    assert all(set(document) == {"type", "data"} for document in documents)
+    assert [to_json(from_json(line)) for line in lines] == lines
+    kinds = [document["type"] for document in documents]
+    assert kinds[0] == "upload_started"
+    assert documents[0]["data"]["total_files"] == 2
+    assert kinds[-2:] == ["all_images_validated", "processing_complete"]
+    for index in (0, 1):
+        of_file = [
+            document["type"]
+            for document in documents
+            if document["data"].get("file_index") == index
+        ]
+        assert of_file[:2] == ["image_received", "image_validation_start"]
+    results = [
+        (document["type"], document["data"]["file_index"])
+        for document in documents
+        if document["type"].startswith("image_validation_")
+        and document["type"] != "image_validation_start"
+    ]
+    assert results == [("image_validation_success", 0), ("image_validation_error", 1)]
+    assert len(kinds) == 9
+
+
+def test_a_refusal_exits_2_with_the_problem_on_stderr(files: dict[str, Path]) -> None:
+    """A 4xx refusal before the stream: exit 2, its status, title and detail
+    on stderr, nothing on stdout."""
+    with running_server("--max-request-size", "100") as small:
+        result = run("upload", str(files["receipt.jpg"]), "--url", small)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        "ocr-sse upload: error: 413 Content Too Large: the body is "
+    )
+    assert result.stderr.endswith(" over the limit of 100 bytes\n")
+
+
+def test_an_unreachable_server_exits_3_with_one_line(files: dict[str, Path]) -> None:
+    """Nothing listening: exit 3 and one clear line, no traceback."""
+    url = f"http://127.0.0.1:{free_port()}/api/ocr"
+    result = run("upload", str(files["scan.png"]), "--url", url)
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"ocr-sse upload: error: cannot reach {url}: Connection refused\n"
+    )
+
+
+def test_a_missing_file_is_a_usage_error_before_anything_is_sent(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A path that cannot be read: exit 2 before connecting (the URL has no
+    server, which would give 3), with the path named."""
+    url = f"http://127.0.0.1:{free_port()}/api/ocr"
+    missing = tmp_path / "missing.png"
+    result = run("upload", str(files["scan.png"]), str(missing), "--url", url)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert f"ocr-sse upload: error: cannot read {missing}: No such file" in (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "the following arguments are required: FILE"),
+        (["x.png", "--total-files", "-1"], "argument --total-files: expected a whole"),
+        (["x.png", "--url", "ftp://host/"], "--url must be an http:// or https://"),
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    """Missing files, a bad --total-files or a non-HTTP URL: exit 2, usage."""
+    result = run("upload", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_without_upload_the_command_still_runs_the_server() -> None:
+    """Only a first argument `upload` selects the client: flags alone still
+    configure the server (here its --help)."""
+    result = run("--help")
+    assert result.returncode == 0
+    assert "--max-request-size" in result.stdout
+    assert "ocr-sse upload FILE..." in result.stdout
+
+
+def test_on_a_terminal_lines_are_redrawn_in_place(
+    url: str, files: dict[str, Path]
+) -> None:
+    """On a terminal each file's line is redrawn with cursor movement as its
+    events arrive, and ends with its result and the summary."""
+    main, terminal = pty.openpty()
+    upload = [sys.executable, "-m", "ocr_sse", "upload"]
+    process = subprocess.Popen(
+        [*upload, str(files["scan.png"]), str(files["notes.pdf"]), "--url", url],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "200"},
+    )
+    os.close(terminal)
+    output = b""
+    with contextlib.suppress(OSError):  # EIO once the process has exited
+        while chunk := os.read(main, 65536):
+            output += chunk
+    os.close(main)
+    assert process.wait(timeout=30) == 1
+    process.stderr.close()  # type: ignore[union-attr]
+    text = output.decode()
+    assert text.startswith("scan.png   ")
+    assert "sending..." in text and "validating..." in text
+    assert "\r\x1b[1A\x1b[J" in text
+    assert "✓ PNG 64x48\r\n" in text
+    assert "✗ UnsupportedFormat: unsupported format: application/pdf\r\n" in text
+    assert "done: 1 valid, 1 failed of 2 files in " in text
