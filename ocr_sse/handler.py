@@ -20,7 +20,6 @@ cancelled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import math
@@ -88,6 +87,9 @@ READ_CHUNK = 256 * 1024
 
 #: A file larger than this goes to a temporary file as it arrives.
 SPOOL_OVER = 1024 * 1024
+
+#: Frames queued for a slow client before senders wait for it.
+MAX_QUEUED_FRAMES = 256
 
 #: Seconds between looks at the connection while a decode is awaited.
 CONNECTION_CHECK_INTERVAL = 0.1
@@ -270,23 +272,32 @@ async def _stream_upload(
     await response.prepare(request)
     upload = _Upload(
         request=request,
-        out=_EventWriter(response, write_timeout=runtime.config.write_timeout),
+        out=_EventWriter(
+            request,
+            response,
+            write_timeout=runtime.config.write_timeout,
+            keepalive_interval=runtime.config.keepalive_interval,
+        ),
         runtime=runtime,
         session_id=uuid.uuid4(),
         started=time.monotonic(),
     )
     outcome = "ClientDisconnected"
     try:
-        async with upload.out.keeping_alive(runtime.config.keepalive_interval):
+        async with upload.out:
             await upload.out.send(
                 UploadStarted(total_files=total_files, session_id=upload.session_id)
             )
+            # Out before the first part is read, even if the body is already
+            # all here and would be read without a pause.
+            await upload.out.flush()
             runtime.metrics.upload_started(
                 first_event_seconds=time.monotonic() - upload.started
             )
             upload.log("upload started", client=request.remote, total_files=total_files)
             ending = await _run_upload(upload)
             await upload.out.send(*ending)
+            await upload.out.flush()
             outcome = (
                 ending[-1].error_type.value
                 if isinstance(ending[-1], ProcessingError)
@@ -294,7 +305,9 @@ async def _stream_upload(
             )
         await response.write_eof()
     except ConnectionResetError as gone:
-        upload.log("upload ended", error_type=outcome, reason=gone)
+        upload.log(
+            "upload ended", error_type=outcome, reason=upload.out.failure or gone
+        )
         # A client that stopped reading still holds the socket: let it go
         # rather than wait on a buffer it will never drain.
         if request.transport is not None:
@@ -860,6 +873,23 @@ class _UploadReader(MultipartReader):
 
     part_reader_cls = _PartReader
 
+    async def next(self) -> MultipartReader | BodyPartReader | None:
+        # aiohttp's next() parses every part's Content-Disposition once more,
+        # looking for a _charset_ field (RFC 7578 section 4.6) that matters
+        # only for decoding text fields, which this endpoint never does.
+        if self._at_eof:
+            return None
+        await self._maybe_release_last_part()
+        if self._at_bof:
+            await self._read_until_first_boundary()
+            self._at_bof = False
+        else:
+            await self._read_boundary()
+        if self._at_eof:
+            return None
+        self._last_part = await self.fetch_next_part()
+        return self._last_part
+
     async def _read_until_first_boundary(self) -> None:
         # aiohttp reads the preamble line by line with no end but the body's:
         # a flood of CRLFs kept it busy for the whole request limit.  Browsers
@@ -879,48 +909,86 @@ class _UploadReader(MultipartReader):
 
 
 class _EventWriter:
-    """Writes frames to the stream one at a time, each under a time limit."""
+    """The stream's one writer: a task of its own writes what is queued.
 
-    def __init__(self, response: web.StreamResponse, *, write_timeout: float) -> None:
+    :meth:`send` queues frames; the task writes everything queued by then
+    in one go, so a burst of events costs one write, not one each.  It fills
+    silences with a comment, and drops a client that stops reading: aiohttp
+    waits for the socket only every 64 KiB, and that wait has no end of its
+    own, so a client that stopped reading would hold the upload forever.
+    """
+
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        *,
+        write_timeout: float,
+        keepalive_interval: float,
+    ) -> None:
+        self._request = request
         self._response = response
         self._write_timeout = write_timeout
-        self._lock = asyncio.Lock()
-        self._loop = asyncio.get_running_loop()
-        self._last_write = self._loop.time()
+        self._keepalive_interval = keepalive_interval
+        self._frames: list[bytes] = []
+        self._queued = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: Why the stream cannot be written any more, once it cannot.
+        self.failure: ConnectionResetError | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _EventWriter:
+        self._task = asyncio.create_task(self._write_all())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.wait([self._task])
 
     async def send(self, *events: Event) -> None:
-        """Write *events* in one go."""
-        await self._write(b"".join(encode(event) for event in events))
+        """Queue *events*; wait while too much is queued for a slow client."""
+        self._raise_failure()
+        self._frames.extend(encode(event) for event in events)
+        self._idle.clear()
+        self._queued.set()
+        if len(self._frames) > MAX_QUEUED_FRAMES:
+            await self.flush()
 
-    async def _write(self, frame: bytes) -> None:
-        async with self._lock:
-            try:
-                # aiohttp waits for the socket only every 64 KiB, and that
-                # wait has no end of its own: a client that stops reading
-                # would hold this upload forever.
-                async with asyncio.timeout(self._write_timeout):
-                    await self._response.write(frame)
-            except TimeoutError:
-                raise ConnectionResetError(
-                    "the client stopped reading the event stream"
-                ) from None
-            self._last_write = self._loop.time()
+    async def flush(self) -> None:
+        """Wait until everything sent so far is written."""
+        await self._idle.wait()
+        self._raise_failure()
 
-    @contextlib.asynccontextmanager
-    async def keeping_alive(self, interval: float) -> AsyncIterator[None]:
-        """Send a comment whenever the stream has been silent for *interval*."""
-        task = asyncio.create_task(self._keep_alive(interval))
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise ConnectionResetError(*self.failure.args)
+
+    async def _write_all(self) -> None:
         try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.wait([task])
-
-    async def _keep_alive(self, interval: float) -> None:
-        # A failed write here means the client is gone; the upload itself
-        # finds out on its next read or write.
-        with contextlib.suppress(ConnectionResetError):
             while True:
-                await asyncio.sleep(self._last_write + interval - self._loop.time())
-                if self._loop.time() - self._last_write >= interval:
-                    await self._write(sse.comment())
+                try:
+                    async with asyncio.timeout(self._keepalive_interval):
+                        await self._queued.wait()
+                except TimeoutError:
+                    self._frames.append(sse.comment())
+                self._queued.clear()
+                data = b"".join(self._frames)
+                self._frames.clear()
+                try:
+                    async with asyncio.timeout(self._write_timeout):
+                        await self._response.write(data)
+                except TimeoutError:
+                    raise ConnectionResetError(
+                        "the client stopped reading the event stream"
+                    ) from None
+                if not self._frames:
+                    self._idle.set()
+        except ConnectionResetError as exc:
+            self.failure = exc
+            self._idle.set()
+            # The upload may be waiting on the body: closing the connection
+            # ends that wait at once.
+            if self._request.transport is not None:
+                self._request.transport.abort()
