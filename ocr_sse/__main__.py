@@ -7,13 +7,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
+import queue
 import shutil
 import signal
 import sys
 import time
 import typing
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import TextIO
 
 import aiohttp
@@ -52,11 +54,32 @@ def main(
         config = Config.from_args(argv, environ)
     except ConfigError as exc:
         parser.error(str(exc))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    asyncio.run(serve(config))
+    with _logging_off_the_loop():
+        asyncio.run(serve(config))
     return 0
+
+
+@contextlib.contextmanager
+def _logging_off_the_loop() -> Iterator[None]:
+    """Log through a queue: a thread writes the lines, never the event loop.
+
+    A log line per file is written to stderr, which may be a pipe that
+    fills; the event loop only puts records in a queue.
+    """
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    listener = logging.handlers.QueueListener(records, stderr)
+    root = logging.getLogger()
+    root.addHandler(logging.handlers.QueueHandler(records))
+    root.setLevel(logging.INFO)
+    listener.start()
+    try:
+        yield
+    finally:
+        listener.stop()
 
 
 async def serve(config: Config) -> None:

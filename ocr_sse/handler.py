@@ -754,7 +754,8 @@ async def _unless_client_leaves(
     connection closes, so the transport is looked at a few times a second.
     """
     while True:
-        await asyncio.wait([outcome], timeout=CONNECTION_CHECK_INTERVAL)
+        if not outcome.done():
+            await asyncio.wait([outcome], timeout=CONNECTION_CHECK_INTERVAL)
         # Looked at once more when the wait ends: the result is for nobody
         # if the client left meanwhile.
         if _client_gone(request):
@@ -796,7 +797,8 @@ class _Body:
     ) -> None:
         """Read *part* to its end, into *into*, or into nothing up to *limit*."""
         size = 0
-        while chunk := await self._guard(part.read_chunk()):
+        while not part.at_eof():
+            chunk = await self._guard(part.read_chunk())
             if into is not None:
                 await into.add(chunk)
                 continue
