@@ -82,9 +82,6 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
-#: Most bytes of a part read at once.
-READ_CHUNK = 256 * 1024
-
 #: A file larger than this goes to a temporary file as it arrives.
 SPOOL_OVER = 1024 * 1024
 
@@ -840,8 +837,8 @@ class _PartReader(BodyPartReader):
     past it, so a part is not finished until bytes arrive after its
     delimiter, and it copies every byte twice on the way.  This one finds
     the delimiter with :class:`~ocr_sse.parts.DelimiterScanner` and gives
-    back what has arrived, up to :data:`READ_CHUNK` bytes whatever *size*
-    asks for.
+    back each chunk as the network delivered it (256 KiB at most), whatever
+    *size* asks for.
     """
 
     _scanner: DelimiterScanner | None = None
@@ -852,10 +849,13 @@ class _PartReader(BodyPartReader):
         if self._scanner is None:
             self._scanner = DelimiterScanner(self._boundary)
         while True:
-            # A bounded read: readany() would join everything buffered, and
-            # what follows the part's end is copied back for the next part.
-            chunk = await self._content.read(READ_CHUNK)
+            # One network chunk as it arrived: read(n) would slice and join
+            # chunks, and readany() would join all that is buffered, of
+            # which what follows the part's end is copied back for the next.
+            chunk, end_of_http_chunk = await self._content.readchunk()
             if not chunk:
+                if end_of_http_chunk:  # a chunked body's chunk ended, no data
+                    continue
                 raise ValueError("the body ends inside a part")
             data, rest = self._scanner.feed(chunk)
             if rest is not None:

@@ -27,6 +27,7 @@ def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
     assert servers == ["ceiling", "ocr_sse", "naive", "fastapi", "collect"]
     assert workloads == [
         "drain",
+        "parts",
         "small",
         "large",
         "latency_1",

@@ -734,3 +734,26 @@ async def test_standalone_app_answers_healthz(aiohttp_client: Any) -> None:
     assert await response.json() == {"status": "ok"}
     status, _, raw = await post(client, multipart([("images", "a.png", images.png())]))
     assert status == 200 and types(read_events(raw)) == ONE_FILE
+
+
+async def test_a_body_in_tiny_http_chunks_gives_the_same_events(serve: Serve) -> None:
+    """A chunked body split every 7 bytes, across headers, data and
+    delimiters, is read exactly like one sent whole."""
+    client = await serve()
+    png, jpeg = images.png(), images.jpeg()
+    body = multipart(
+        [("images", "a.png", png), ("note", None, b"x"), ("images", "b.jpg", jpeg)]
+    )
+
+    async def dribble() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 7):
+            yield body[start : start + 7]
+
+    status, _, raw = await post(client, dribble())
+    events = read_events(raw)
+    assert status == 200
+    assert [
+        (d["file_info"]["file_name"], d["file_info"]["size_bytes"])
+        for d in only(events, "image_validation_success")
+    ] == [("a.png", len(png)), ("b.jpg", len(jpeg))]
+    assert types(events)[-1] == "processing_complete"
