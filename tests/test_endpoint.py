@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -736,20 +737,27 @@ async def test_standalone_app_answers_healthz(aiohttp_client: Any) -> None:
     assert status == 200 and types(read_events(raw)) == ONE_FILE
 
 
-async def test_a_body_in_tiny_http_chunks_gives_the_same_events(serve: Serve) -> None:
-    """A chunked body split every 7 bytes, across headers, data and
-    delimiters, is read exactly like one sent whole."""
+@pytest.mark.parametrize("split", ["every 7 bytes", "after each part head"])
+async def test_a_chunked_body_gives_the_same_events(serve: Serve, split: str) -> None:
+    """A chunked body, split into tiny HTTP chunks or exactly where each
+    part's headers end (as aiohttp's client sends them), is read exactly
+    like one sent whole."""
     client = await serve()
     png, jpeg = images.png(), images.jpeg()
     body = multipart(
         [("images", "a.png", png), ("note", None, b"x"), ("images", "b.jpg", jpeg)]
     )
+    if split == "every 7 bytes":
+        cuts = list(range(7, len(body), 7))
+    else:
+        cuts = [m.end() for m in re.finditer(rb"\r\n\r\n", body)]
 
-    async def dribble() -> AsyncIterator[bytes]:
-        for start in range(0, len(body), 7):
-            yield body[start : start + 7]
+    async def chunks() -> AsyncIterator[bytes]:
+        for start, end in zip([0, *cuts], [*cuts, len(body)], strict=True):
+            yield body[start:end]
+            await asyncio.sleep(0)  # one HTTP chunk at a time
 
-    status, _, raw = await post(client, dribble())
+    status, _, raw = await post(client, chunks())
     events = read_events(raw)
     assert status == 200
     assert [
