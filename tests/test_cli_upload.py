@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,42 +17,13 @@ from ocr_sse.events import from_json, to_json
 from ocr_sse.progress import size_text
 
 from . import images
-from .test_main import free_port, run
-
-
-@contextlib.contextmanager
-def running_server(*flags: str) -> Iterator[str]:
-    """`python -m ocr_sse` with *flags* on a free loopback port; its URL."""
-    port = free_port()
-    server = [sys.executable, "-m", "ocr_sse", "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*server, "--port", str(port), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, "server exited"
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/api/ocr"
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        finally:
-            process.kill()
+from .test_main import free_port, run, running_server
 
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with running_server() as endpoint:
-        yield endpoint
+    with running_server() as base:
+        yield base + "/api/ocr"
 
 
 @pytest.fixture
@@ -150,7 +118,8 @@ def test_json_prints_every_event_as_the_contract_json_in_order(
 def test_a_refusal_exits_2_with_the_problem_on_stderr(files: dict[str, Path]) -> None:
     """A 4xx refusal before the stream: exit 2, its status, title and detail
     on stderr, nothing on stdout."""
-    with running_server("--max-request-size", "100") as small:
+    with running_server("--max-request-size", "100") as base:
+        small = base + "/api/ocr"
         result = run("upload", str(files["receipt.jpg"]), "--url", small)
     assert result.returncode == 2
     assert result.stdout == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -34,14 +35,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def server() -> Iterator[str]:
-    """A real `python -m ocr_sse` on a free loopback port; stopped afterwards."""
+@contextlib.contextmanager
+def running_server(*flags: str) -> Iterator[str]:
+    """`python -m ocr_sse` with *flags* on a free loopback port; its base URL.
+
+    Stopped with SIGINT afterwards, killed if it does not stop.
+    """
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ocr_sse", "--port", str(port), "--max-files", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "ocr_sse", "--port", str(port), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 20
@@ -50,7 +54,7 @@ def server() -> Iterator[str]:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
+                assert process.poll() is None, "server exited"
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
@@ -60,7 +64,13 @@ def server() -> Iterator[str]:
             process.wait(timeout=15)
         finally:
             process.kill()
-            process.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    """A real server allowing two files per upload."""
+    with running_server("--max-files", "2") as url:
+        yield url
 
 
 @pytest.mark.parametrize(
