@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -195,3 +196,40 @@ async def test_sigterm_lets_uploads_finish_then_ends_the_rest() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_the_app_factory_runs_under_aiohttp_web() -> None:
+    """`python -m aiohttp.web ocr_sse.app:create_app` serves the endpoint,
+    with settings after the factory's name passed to it as flags."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "aiohttp.web", "-H", "127.0.0.1", "-P", str(port),
+            "ocr_sse.app:create_app", "--max-files", "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        body = multipart([("images", f"{n}.png", images.png()) for n in range(2)])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                connection.request(
+                    "POST",
+                    "/api/ocr",
+                    body=body,
+                    headers={"Content-Type": CONTENT_TYPE},
+                )
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        events = read_events(connection.getresponse().read())
+        connection.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    errors = [data["error_code"] for kind, data in events if "error_code" in data]
+    assert errors == [{"CountLimitExceeded": {"count": 2, "limit": 1}}]
