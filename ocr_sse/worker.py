@@ -1,0 +1,75 @@
+"""A gunicorn worker that lets uploads in flight finish when it stops.
+
+Run it with ``gunicorn 'ocr_sse.app:create_app()' --worker-class
+ocr_sse.worker.GunicornWorker``.
+
+aiohttp's own worker stops reading request bodies as soon as its shutdown
+starts (aio-libs/aiohttp#2298), so an upload still arriving when gunicorn
+stops a worker can never finish, whatever ``shutdown_grace`` says.  This
+worker, once told to stop (SIGTERM, SIGQUIT, SIGINT, ``max_requests``), first
+closes its listening sockets, then awaits :func:`ocr_sse.stop_uploads`, which
+gives the uploads in flight their grace period, and only then lets aiohttp
+shut down.  It is what ``ocr-sse`` does in ``serve()``, under gunicorn.
+"""
+
+from __future__ import annotations
+
+from types import FrameType
+
+from aiohttp import web
+from aiohttp.worker import GunicornWebWorker
+
+from .app import stop_uploads
+
+__all__ = ("GunicornWorker",)
+
+
+class GunicornWorker(GunicornWebWorker):
+    """``aiohttp.GunicornWebWorker`` that drains uploads before its cleanup.
+
+    Gunicorn's master waits ``--graceful-timeout`` seconds for its workers
+    before it kills them, so set that above ``shutdown_grace`` plus a margin
+    (``stop_uploads`` may take ``shutdown_grace`` + 5 s).
+    """
+
+    #: What gunicorn loaded, ``create_app()``'s Application.
+    wsgi: object
+
+    async def _run(self) -> None:
+        # aiohttp's worker builds its own AppRunner unless the app factory
+        # returns one.  Hand it a runner built as it would build it, only
+        # with the stop order changed.
+        app = self.wsgi
+        if not isinstance(app, web.Application):
+            raise RuntimeError(f"the app factory must return an Application: {app!r}")
+        runner = _DrainingRunner(
+            app,
+            logger=self.log,
+            keepalive_timeout=self.cfg.keepalive,
+            access_log=self.log.access_log if self.cfg.accesslog else None,
+            access_log_format=self._get_valid_log_format(self.cfg.access_log_format),
+            shutdown_timeout=self.cfg.graceful_timeout / 100 * 95,
+        )
+
+        async def runner_factory() -> web.AppRunner:
+            return runner
+
+        self.wsgi = runner_factory
+        await super()._run()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Gunicorn's SIGTERM handler only clears ``alive``; wake the serve
+        # loop so the stop begins now rather than at its next 1 s tick.
+        super().handle_exit(sig, frame)
+        self._notify_waiter_done()
+
+
+class _DrainingRunner(web.AppRunner):
+    """An AppRunner whose cleanup lets the uploads in flight finish first."""
+
+    async def cleanup(self) -> None:
+        for site in self.sites:
+            await site.stop()  # no new connections; the open ones keep reading
+        if self.server is not None:  # setup() succeeded
+            await stop_uploads(self.app)
+        await super().cleanup()
