@@ -218,8 +218,14 @@ def _fields(value: Any) -> dict[str, Any]:
 
 
 def _default(value: Any) -> Any:
-    # orjson writes str, int, None, UUID, enums and datetimes itself; it calls
-    # this for the attrs classes only.
+    # orjson writes str, int, None, UUID and enums itself; it calls this for
+    # datetimes (passed through) and the attrs classes.
+    if isinstance(value, datetime):
+        # Always six digits of fraction, as in the contract's example:
+        # orjson would drop them at a whole second, and a parser expecting
+        # them would fail once in a million events.
+        utc = value.astimezone(UTC).replace(tzinfo=None)
+        return utc.isoformat(timespec="microseconds") + "Z"
     if isinstance(value, _ERROR_CODES):
         name = type(value).__name__
         fields = _fields(value)
@@ -234,7 +240,7 @@ def to_json(event: Event) -> bytes:
     return orjson.dumps(
         {"type": event.type, "data": _fields(event)},
         default=_default,
-        option=orjson.OPT_UTC_Z,
+        option=orjson.OPT_PASSTHROUGH_DATETIME,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -300,20 +300,6 @@ def test_error_types_are_exactly_the_contracts_four() -> None:
 # -- timestamps ------------------------------------------------------------------
 
 
-def test_timestamp_without_microseconds_is_still_rfc3339_utc() -> None:
-    """A whole-second UTC time is written with Z and without an offset."""
-    event = AllImagesValidated(
-        total_processed=0,
-        successful_count=0,
-        failed_count=0,
-        timestamp=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-    )
-
-    assert orjson.loads(events.to_json(event))["data"]["timestamp"] == (
-        "2026-01-02T03:04:05Z"
-    )
-
-
 def test_default_timestamp_is_now_in_utc() -> None:
     """An event made without a timestamp is stamped with the current UTC time."""
     before = datetime.now(UTC)
@@ -452,3 +438,16 @@ def test_event_fields_are_keyword_only() -> None:
     """Events take keywords only, so fields cannot be swapped by position."""
     with pytest.raises(TypeError):
         ImageReceived(0, "a", 1)  # type: ignore[misc]
+
+
+def test_timestamps_always_carry_six_digits_of_fraction() -> None:
+    """At a whole second, and from another time zone, a timestamp is still
+    written as UTC with microseconds: 2026-11-22T10:00:00.000000Z."""
+    for stamp in (
+        datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC),
+        datetime(2026, 11, 22, 11, 0, 0, tzinfo=timezone(timedelta(hours=1))),
+    ):
+        event = ImageValidationStart(file_index=0, file_name=None, timestamp=stamp)
+        assert orjson.loads(events.to_json(event))["data"]["timestamp"] == (
+            "2026-11-22T10:00:00.000000Z"
+        )
