@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 
+
 def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
     """`bench.py --quick` runs each workload on each server, saving the numbers."""
     out = tmp_path / "bench.json"

@@ -146,7 +146,7 @@ def test_a_parameter_given_twice_ends_the_upload() -> None:
             "caf\u00e9.png",
         ),
         (
-            "form-data; name=images; filename=\"fallback.png\";"
+            'form-data; name=images; filename="fallback.png";'
             " filename*=UTF-8''%E2%82%AC.png",
             "images",
             "\u20ac.png",
