@@ -53,7 +53,8 @@ def create_app(argv: Sequence[str] | None = None) -> web.Application:
     """The standalone server's app, settings from *argv* and ``OCR_SSE_*``.
 
     Usable as ``python -m aiohttp.web ocr_sse.app:create_app`` and with
-    gunicorn's ``aiohttp.GunicornWebWorker`` (``ocr_sse.app:create_app()``).
+    gunicorn (``ocr_sse.app:create_app()`` with the worker class
+    ``ocr_sse.worker.GunicornWorker``, which lets uploads finish on a stop).
     """
     return standalone_app(Config.from_args(argv or [], environ=os.environ))
 

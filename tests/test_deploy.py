@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 import attrs
+import orjson
 import pytest
 
 from . import images
@@ -412,18 +413,23 @@ async def test_a_file_over_the_size_limit_is_refused_through_nginx(
     assert events[-1][1]["successful_files"] == 1
 
 
-async def test_a_body_over_nginx_limit_gets_nginx_413(stack: Stack) -> None:
-    """A declared body over client_max_body_size (201 MiB): nginx's own 413.
+async def test_a_body_over_nginx_limit_gets_a_problem_413(stack: Stack) -> None:
+    """A declared body over client_max_body_size (201 MiB): nginx's 413.
 
-    nginx answers from the headers alone, with its HTML page, before any of
-    the body is sent and without asking ocr_sse.
+    nginx answers from the headers alone, before any of the body is sent and
+    without asking ocr_sse, with the same RFC 9457 problem the endpoint uses.
     """
     status, headers, body = await raw_request(
         stack.port, declared(NGINX_BODY_LIMIT + 1, stack.port)
     )
     assert status == 413
-    assert headers["Content-Type"] == "text/html"
-    assert b"413 Request Entity Too Large" in body and b"nginx" in body
+    assert headers["Content-Type"] == "application/problem+json"
+    assert orjson.loads(body) == {
+        "type": "about:blank",
+        "title": "Content Too Large",
+        "status": 413,
+        "detail": "the body is over the limit of 201 MiB",
+    }
 
 
 async def test_a_body_over_the_server_limit_gets_its_problem_413(
