@@ -1,20 +1,24 @@
 """The upload endpoint: multipart in, events out, each as soon as it happens.
 
-This is the only module that does I/O.  The life of one upload:
+This is the only module that does the endpoint's I/O.  The life of one
+upload (:func:`handle_upload`, :func:`_stream_upload`, :func:`_run_upload`):
 
 1. the request head is checked (:mod:`ocr_sse.admission`) and an upload slot
    taken; a refusal is an RFC 9457 problem response, not a stream;
 2. ``upload_started`` is written before the first part is read;
-3. the parts are read one by one: each file is counted and buffered,
-   reported with ``image_received`` and ``image_validation_start``, and handed
-   to the executor for decoding, while the next part is read;
-4. a second task writes the validation results in file order as they finish;
+3. the parts are read one by one (:func:`_read_files`): each file is counted
+   and kept (in memory, or spooled to a temporary file), handed to the
+   executor for decoding, and reported with ``image_received`` and
+   ``image_validation_start``, while the next part is read;
+4. a second task (:func:`_write_results`) writes the results in file order
+   as the decodes finish, after the app's ``on_image`` hook if it has one;
 5. the stream ends with ``all_images_validated`` and ``processing_complete``,
    or with ``processing_error`` for an upload that cannot go on.
 
-A client that goes away is noticed when a read or a write fails on the
-closed transport: the upload stops there and its pending decodes are
-cancelled.
+Every frame goes out through one writer task (:class:`_EventWriter`).  A
+client that goes away is noticed when a read or a write fails on the closed
+connection, or, while a decode is awaited, by a look at the connection: the
+upload stops there and lets go of its slot, its files and its decodes.
 """
 
 from __future__ import annotations
@@ -166,6 +170,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
         if request.headers.get("Expect", "").lower() != "100-continue":
             raise Refused(417, "Expectation Failed", "only 100-continue is understood")
     except Refused as refusal:
+        runtime.metrics.refused(refusal.status)
         return problem_response(refusal)
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
@@ -265,6 +270,7 @@ def _logfmt(value: object) -> str:
 async def _stream_upload(
     request: web.Request, runtime: Runtime, total_files: int | None
 ) -> web.StreamResponse:
+    started = time.monotonic()
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
     upload = _Upload(
@@ -277,7 +283,7 @@ async def _stream_upload(
         ),
         runtime=runtime,
         session_id=uuid.uuid4(),
-        started=time.monotonic(),
+        started=started,
     )
     outcome = "ClientDisconnected"
     try:
