@@ -247,6 +247,7 @@ class _Upload:
     runtime: Runtime
     session_id: uuid.UUID
     started: float
+    stall: _StallWatch
 
     def log(self, what: str, **fields: object) -> None:
         """One ``key=value`` log line naming the upload's session."""
@@ -284,6 +285,7 @@ async def _stream_upload(
         runtime=runtime,
         session_id=uuid.uuid4(),
         started=started,
+        stall=_StallWatch(runtime.config.read_timeout),
     )
     outcome = "ClientDisconnected"
     try:
@@ -341,21 +343,27 @@ async def _run_upload(upload: _Upload) -> list[Event]:
     try:
         async with asyncio.timeout(config.upload_timeout) as deadline:
             runtime.deadlines.add(deadline)
+            upload.stall.watch(deadline)
             try:
                 tally = await _receive_files(upload)
             finally:
                 runtime.deadlines.discard(deadline)
+                upload.stall.stop()
     except TimeoutError:
-        # A stopping server ends the uploads left after its grace period by
-        # bringing their deadline forward.
-        failure = (
-            UploadFailed(ErrorType.INTERNAL, "server shutting down")
-            if runtime.stopping
-            else UploadFailed(
+        # The deadline ends the upload at its time, or sooner when a stopping
+        # server or a stalled client brings it forward.
+        if runtime.stopping:
+            failure = UploadFailed(ErrorType.INTERNAL, "server shutting down")
+        elif upload.stall.stalled:
+            failure = UploadFailed(
+                ErrorType.SYSTEM_TIMEOUT,
+                f"the client sent nothing for {config.read_timeout:g} s",
+            )
+        else:
+            failure = UploadFailed(
                 ErrorType.SYSTEM_TIMEOUT,
                 f"the upload took longer than {config.upload_timeout:g} s",
             )
-        )
     except UploadFailed as failed:
         failure = failed
     except ConnectionResetError:
@@ -469,7 +477,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 
 async def _read_files(upload: _Upload, pending: asyncio.Queue[_Pending | None]) -> None:
     config = upload.runtime.config
-    body = _Body(upload.request, config)
+    body = _Body(upload.request, config, upload.stall)
     file_index = 0
     async for part in body.parts():
         head = read_head(part.headers)
@@ -767,12 +775,54 @@ async def _unless_client_leaves(
             return outcome.result()
 
 
+class _StallWatch:
+    """Ends an upload whose client has sent nothing for *timeout* seconds.
+
+    One timer an upload rather than one a read: a read only notes when it
+    began to wait, and the timer, when it finds a wait too long, brings the
+    upload's deadline forward to now.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        #: When the read under way began to wait for the client, if one is.
+        self.waiting_since: float | None = None
+        self.stalled = False
+        self._deadline: asyncio.Timeout | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, deadline: asyncio.Timeout) -> None:
+        self._deadline = deadline
+        self._look_at(asyncio.get_running_loop().time() + self.timeout)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _look_at(self, when: float) -> None:
+        self._timer = asyncio.get_running_loop().call_at(when, self._look)
+
+    def _look(self) -> None:
+        now = asyncio.get_running_loop().time()
+        since = self.waiting_since
+        if since is not None and now - since >= self.timeout:
+            assert self._deadline is not None
+            self.stalled = True
+            self._deadline.reschedule(now)
+        else:
+            self._look_at((now if since is None else since) + self.timeout)
+
+
 class _Body:
     """The request body as multipart parts, read under the upload's limits."""
 
-    def __init__(self, request: web.Request, config: Config) -> None:
+    def __init__(
+        self, request: web.Request, config: Config, stall: _StallWatch
+    ) -> None:
         self._request = request
         self._config = config
+        self._stall = stall
+        self._loop = asyncio.get_running_loop()
 
     async def parts(self) -> AsyncIterator[BodyPartReader]:
         reader = _UploadReader(self._request.headers, self._request.content)
@@ -815,19 +865,16 @@ class _Body:
     async def _guard(self, read: Awaitable[_T]) -> _T:
         """Await one read of the body, turning its failures into upload errors."""
         config = self._config
+        self._stall.waiting_since = self._loop.time()
         try:
-            async with asyncio.timeout(config.read_timeout):
-                result = await read
-        except TimeoutError:
-            raise UploadFailed(
-                ErrorType.SYSTEM_TIMEOUT,
-                f"the client sent nothing for {config.read_timeout:g} s",
-            ) from None
+            result = await read
         except _MALFORMED as exc:
             raise UploadFailed(
                 ErrorType.MULTIPART_PARSING,
                 f"malformed multipart body: {describe(exc)}",
             ) from None
+        finally:
+            self._stall.waiting_since = None
         if self._request.content.total_bytes > config.request_size_limit:
             raise UploadFailed(
                 ErrorType.MULTIPART_PARSING,

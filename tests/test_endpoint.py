@@ -765,3 +765,24 @@ async def test_a_chunked_body_gives_the_same_events(serve: Serve, split: str) ->
         for d in only(events, "image_validation_success")
     ] == [("a.png", len(png)), ("b.jpg", len(jpeg))]
     assert types(events)[-1] == "processing_complete"
+
+
+async def test_waiting_on_the_server_is_not_a_stalled_client(
+    aiohttp_client: Any,
+) -> None:
+    """read_timeout counts only the client's silence: an upload held up by
+    its own slow processing (here an on_image hook) is not timed out."""
+
+    async def slow_hook(image: ocr_sse.ValidImage) -> None:
+        await asyncio.sleep(0.3)
+
+    app = ocr_sse.setup(
+        web.Application(),
+        config=Config(read_timeout=0.1, validation_threads=1),
+        on_image=slow_hook,
+    )
+    client = await aiohttp_client(app)
+    files = [(f"{n}.png", images.png()) for n in range(4)]
+    events = await upload(client, *files)
+    assert types(events)[-1] == "processing_complete"
+    assert events[-1][1]["successful_files"] == 4
