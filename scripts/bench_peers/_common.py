@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,22 @@ def data(kind: str, **fields: Any) -> str:
 def frame(kind: str, **fields: Any) -> bytes:
     """The whole SSE frame of one contract event."""
     return f"event: {kind}\ndata: {data(kind, **fields)}\n\n".encode()
+
+
+def ending(*, sid: str, processed: int, valid: int, started: float) -> bytes:
+    """The two frames that end a finished upload."""
+    return frame(
+        "all_images_validated",
+        total_processed=processed,
+        successful_count=valid,
+        failed_count=processed - valid,
+    ) + frame(
+        "processing_complete",
+        session_id=sid,
+        total_files=processed,
+        successful_files=valid,
+        duration_ms=round((time.monotonic() - started) * 1000),
+    )
 
 
 def validate(

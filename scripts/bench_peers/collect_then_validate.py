@@ -16,7 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import SSE_HEADERS, arguments, frame, session_id, validate
+from _common import SSE_HEADERS, arguments, ending, frame, session_id, validate
 from aiohttp import web
 
 ARGS = arguments(__doc__.splitlines()[0])
@@ -85,23 +85,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
         valid += kind == "image_validation_success"
         await response.write(frame(kind, **fields))
     files.clear()
-    await response.write(
-        frame(
-            "all_images_validated",
-            total_processed=count,
-            successful_count=valid,
-            failed_count=count - valid,
-        )
-    )
-    await response.write(
-        frame(
-            "processing_complete",
-            session_id=sid,
-            total_files=count,
-            successful_files=valid,
-            duration_ms=round((time.monotonic() - started) * 1000),
-        )
-    )
+    await response.write(ending(sid=sid, processed=count, valid=valid, started=started))
     await response.write_eof()
     return response
 

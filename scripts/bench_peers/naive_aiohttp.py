@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from _common import SSE_HEADERS, arguments, frame, session_id, validate
+from _common import SSE_HEADERS, arguments, ending, frame, session_id, validate
 from aiohttp import web
 
 ARGS = arguments(__doc__.splitlines()[0])
@@ -76,21 +76,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
         )
     else:
         await response.write(
-            frame(
-                "all_images_validated",
-                total_processed=index,
-                successful_count=valid,
-                failed_count=index - valid,
-            )
-        )
-        await response.write(
-            frame(
-                "processing_complete",
-                session_id=sid,
-                total_files=index,
-                successful_files=valid,
-                duration_ms=round((time.monotonic() - started) * 1000),
-            )
+            ending(sid=sid, processed=index, valid=valid, started=started)
         )
     await response.write_eof()
     return response
