@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,6 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-import ocr_sse
-from ocr_sse import Config
 from ocr_sse.client import FileSource, StreamError, UploadRefused, upload
 from ocr_sse.events import (
     AllImagesValidated,
@@ -45,24 +43,13 @@ from ocr_sse.events import (
 from ocr_sse.sse import event as sse_event
 
 from . import images
+from .conftest import Serve
 
-Serve = Callable[..., Awaitable[TestClient[Any, Any]]]
 Files = Sequence[FileSource | tuple[str | None, FileSource]]
 
 PNG = images.png()
 PDF = images.image_bytes("PDF")
 BMP = images.image_bytes("BMP")  # uncompressed: over a 1 KiB request limit
-
-
-@pytest.fixture
-def serve(aiohttp_client: Any) -> Serve:
-    """Start a test server with the endpoint at /api/ocr under *settings*."""
-
-    async def start(**settings: Any) -> TestClient[Any, Any]:
-        app = ocr_sse.setup(web.Application(), config=Config(**settings))
-        return await aiohttp_client(app)  # type: ignore[no-any-return]
-
-    return start
 
 
 def url(client: TestClient[Any, Any], path: str = "/api/ocr") -> str:

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import orjson
 import pytest
 
 from . import images
+from .test_main import free_port
 from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, types
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,12 +76,6 @@ def control_socket_off() -> list[str]:
 
     known = {setting.name for setting in KNOWN_SETTINGS}
     return ["--no-control-socket"] if "control_socket_disable" in known else []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def replace_once(text: str, old: str, new: str) -> str:

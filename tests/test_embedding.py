@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from ocr_sse import Config
 from ocr_sse.metrics import PrometheusMetrics
 
 from . import images
+from .test_endpoint import post as post_body
 from .test_faults import RawUpload
 from .wire import CONTENT_TYPE, multipart, read_events, types
 
@@ -24,11 +24,9 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 async def post(client: Any, body: bytes) -> list[tuple[str, dict[str, Any]]]:
-    response = await client.post(
-        "/api/ocr", data=io.BytesIO(body), headers={"Content-Type": CONTENT_TYPE}
-    )
-    assert response.status == 200
-    return read_events(await response.read())
+    status, _, raw = await post_body(client, body)
+    assert status == 200
+    return read_events(raw)
 
 
 async def test_the_hook_gets_each_valid_image_before_its_success(

@@ -6,7 +6,7 @@ import asyncio
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,9 +18,8 @@ import ocr_sse
 from ocr_sse import Config
 
 from . import images
+from .conftest import Serve
 from .wire import CONTENT_TYPE, multipart, read_events, types
-
-Serve = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 ONE_FILE = [
     "upload_started",
@@ -30,17 +29,6 @@ ONE_FILE = [
     "all_images_validated",
     "processing_complete",
 ]
-
-
-@pytest.fixture
-def serve(aiohttp_client: Any) -> Serve:
-    """Start a test server with the endpoint at /api/ocr under *settings*."""
-
-    async def start(**settings: Any) -> TestClient[Any, Any]:
-        app = ocr_sse.setup(web.Application(), config=Config(**settings))
-        return await aiohttp_client(app)  # type: ignore[no-any-return]
-
-    return start
 
 
 async def post(
