@@ -24,7 +24,7 @@ from yarl import URL
 
 from . import __version__, client, progress
 from .app import standalone_app, stop_uploads
-from .config import Config, ConfigError, argument_parser
+from .config import Config, ConfigError
 from .events import Event, to_json
 
 __all__ = ("DEFAULT_URL", "main", "upload_main")
@@ -49,9 +49,7 @@ def main(
     )
     parser.add_argument("--version", action="version", version=__version__)
     try:
-        argument_parser(Config.from_environ(environ), parser)
-        parser.parse_args(argv)  # --help, unknown flags and bad values exit here
-        config = Config.from_args(argv, environ)
+        config = Config.from_args(argv, environ, parser=parser)
     except ConfigError as exc:
         parser.error(str(exc))
     with _logging_off_the_loop():

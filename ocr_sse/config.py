@@ -247,12 +247,28 @@ class Config:
 
     @classmethod
     def from_args(
-        cls, argv: Sequence[str], environ: Mapping[str, str] = os.environ
+        cls,
+        argv: Sequence[str],
+        environ: Mapping[str, str] = os.environ,
+        *,
+        parser: argparse.ArgumentParser | None = None,
     ) -> Config:
-        """Read command-line flags over the environment over the defaults."""
+        """Read command-line flags over the environment over the defaults.
+
+        Arguments that are not settings are left alone, unless *parser* is
+        given: the settings' flags are then added to it, and it parses
+        *argv* whole (``--help``, unknown flags and bad values exit there).
+        """
         base = cls.from_environ(environ)
-        args, _ = argument_parser(base).parse_known_args(argv)
-        given = {name: value for name, value in vars(args).items() if value is not None}
+        if parser is None:
+            args, _ = argument_parser(base).parse_known_args(argv)
+        else:
+            args = argument_parser(base, parser).parse_args(argv)
+        given = {
+            field.name: getattr(args, field.name)
+            for field in attrs.fields(cls)
+            if getattr(args, field.name) is not None
+        }
         try:
             return attrs.evolve(base, **given)
         except ConfigError as exc:
