@@ -650,7 +650,15 @@ class _FileBuffer:
 
     def _check_head(self) -> None:
         self._head_checked = True
-        head = b"".join(self._chunks[:2])[: validation.HEAD_SIZE]
+        # The first HEAD_SIZE bytes, from as many chunks as they arrived in:
+        # a slow client's chunks can be a byte each.
+        pieces, wanted = [], validation.HEAD_SIZE
+        for chunk in self._chunks:
+            pieces.append(chunk[:wanted])
+            wanted -= len(pieces[-1])
+            if wanted <= 0:
+                break
+        head = b"".join(pieces)
         try:
             validation.detect_format(head, allowed=self._allowed)
         except InvalidImage as invalid:

@@ -725,7 +725,9 @@ async def test_standalone_app_answers_healthz(aiohttp_client: Any) -> None:
     assert status == 200 and types(read_events(raw)) == ONE_FILE
 
 
-@pytest.mark.parametrize("split", ["every 7 bytes", "after each part head"])
+@pytest.mark.parametrize(
+    "split", ["every byte", "every 7 bytes", "after each part head"]
+)
 async def test_a_chunked_body_gives_the_same_events(serve: Serve, split: str) -> None:
     """A chunked body, split into tiny HTTP chunks or exactly where each
     part's headers end (as aiohttp's client sends them), is read exactly
@@ -735,8 +737,9 @@ async def test_a_chunked_body_gives_the_same_events(serve: Serve, split: str) ->
     body = multipart(
         [("images", "a.png", png), ("note", None, b"x"), ("images", "b.jpg", jpeg)]
     )
-    if split == "every 7 bytes":
-        cuts = list(range(7, len(body), 7))
+    if split.startswith("every"):
+        step = 1 if split == "every byte" else 7
+        cuts = list(range(step, len(body), step))
     else:
         cuts = [m.end() for m in re.finditer(rb"\r\n\r\n", body)]
 
