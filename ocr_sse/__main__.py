@@ -52,13 +52,13 @@ def main(
         config = Config.from_args(argv, environ, parser=parser)
     except ConfigError as exc:
         parser.error(str(exc))
-    with _logging_off_the_loop():
+    with _logging_off_the_loop(config.log_level.upper()):
         asyncio.run(serve(config))
     return 0
 
 
 @contextlib.contextmanager
-def _logging_off_the_loop() -> Iterator[None]:
+def _logging_off_the_loop(level: str) -> Iterator[None]:
     """Log through a queue: a thread writes the lines, never the event loop.
 
     A log line per file is written to stderr, which may be a pipe that
@@ -72,7 +72,7 @@ def _logging_off_the_loop() -> Iterator[None]:
     listener = logging.handlers.QueueListener(records, stderr)
     root = logging.getLogger()
     root.addHandler(logging.handlers.QueueHandler(records))
-    root.setLevel(logging.INFO)
+    root.setLevel(level)
     listener.start()
     try:
         yield

@@ -70,6 +70,21 @@ def _show_formats(formats: frozenset[str]) -> str:
     return ",".join(sorted(formats))
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _lower(text: str) -> str:
+    return text.strip().lower()
+
+
+def _log_level(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in LOG_LEVELS:
+        raise ConfigError(
+            f"log_level must be one of {', '.join(LOG_LEVELS)}, not {value!r}",
+            setting=attribute.name,
+        )
+
+
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     # Zero is never a usable limit or interval: a keep-alive interval of 0
     # would be a busy loop, a limit of 0 would refuse everything.
@@ -131,6 +146,13 @@ class Config:
     host: str = _setting("127.0.0.1", str, "address the server listens on")
     port: int = _setting(
         3000, _parse_int, "port the server listens on", validator=_port
+    )
+    log_level: str = _setting(
+        "info",
+        str,
+        "log level of the standalone server; debug adds a line per file",
+        converter=_lower,
+        validator=_log_level,
     )
     max_file_size: int = _setting(
         10 * MiB, _parse_size, "largest accepted file, in bytes", validator=_positive

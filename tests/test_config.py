@@ -18,6 +18,7 @@ MiB = 1024 * 1024
 ENVIRONMENT = {
     "host": ("0.0.0.0", "0.0.0.0"),
     "port": ("8080", 8080),
+    "log_level": (" DEBUG", "debug"),
     "max_file_size": ("2MiB", 2 * MiB),
     "max_files": ("7", 7),
     "max_request_size": ("100m", 100 * MiB),
@@ -52,6 +53,7 @@ def test_defaults() -> None:
     assert config.max_request_size is None
     assert config.host == "127.0.0.1"
     assert config.port == 3000
+    assert config.log_level == "info"
     assert config.allowed_formats == {"JPEG", "PNG", "WEBP", "TIFF", "BMP"}
     assert config.max_pixels == 50_000_000
     assert config.keepalive_interval == 15.0
@@ -324,6 +326,13 @@ def test_formats_made_in_code_become_a_frozenset() -> None:
     assert Config(allowed_formats=["PNG", "GIF"]).allowed_formats == frozenset(
         {"PNG", "GIF"}
     )
+
+
+def test_unknown_log_level_is_refused() -> None:
+    """OCR_SSE_LOG_LEVEL takes debug, info, warning or error, in any case."""
+    with pytest.raises(ConfigError, match="log_level must be one of") as refused:
+        Config.from_environ({"OCR_SSE_LOG_LEVEL": "verbose"})
+    assert refused.value.setting == "log_level"
 
 
 def test_config_error_is_a_value_error() -> None:

@@ -208,8 +208,9 @@ def test_metrics_count_disconnects() -> None:
 async def test_every_log_line_of_an_upload_names_its_session(
     aiohttp_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Start, each file's outcome and the end are logged with the session id."""
-    caplog.set_level(logging.INFO, logger="ocr_sse")
+    """Start, each file's outcome (at DEBUG) and the end are logged with the
+    session id."""
+    caplog.set_level(logging.DEBUG, logger="ocr_sse")
     client = await aiohttp_client(ocr_sse.setup(web.Application()))
     events = await post(
         client, multipart([("images", "a.png", images.png()), ("images", "b", b"")])

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO
 
 import aiohttp
 import pytest
@@ -37,7 +39,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(*flags: str) -> Iterator[str]:
+def running_server(*flags: str, stderr: IO[bytes] | None = None) -> Iterator[str]:
     """`python -m ocr_sse` with *flags* on a free loopback port; its base URL.
 
     Stopped with SIGINT afterwards, killed if it does not stop.
@@ -46,7 +48,7 @@ def running_server(*flags: str) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "ocr_sse", "--port", str(port), *flags],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
     )
     try:
         deadline = time.monotonic() + 20
@@ -83,6 +85,7 @@ def server() -> Iterator[str]:
         ([], {"OCR_SSE_MAX_FILE_SIZE": "ten"}, "OCR_SSE_MAX_FILE_SIZE='ten'"),
         ([], {"OCR_SSE_ALLOWED_FORMATS": "PNG,PDF"}, "unknown: PDF"),
         (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["--log-level", "loud"], {}, "log_level must be one of debug, info,"),
     ],
 )
 def test_bad_settings_exit_with_a_message_not_a_traceback(
@@ -128,6 +131,43 @@ async def test_the_server_process_streams_an_upload(server: str) -> None:
     assert types(events)[-1] == "processing_complete"
     errors = [data["error_code"] for kind, data in events if "error_code" in data]
     assert errors == [{"CountLimitExceeded": {"count": 3, "limit": 2}}]
+
+
+@pytest.mark.parametrize(
+    ("flags", "lines"),
+    [
+        ((), ["upload started", "upload complete"]),
+        (
+            ("--log-level", "debug"),
+            ["upload started", "file validated", "file validated", "upload complete"],
+        ),
+        (("--log-level", "warning"), []),
+    ],
+)
+async def test_log_level_decides_which_lines_the_server_writes(
+    tmp_path: Path, flags: tuple[str, ...], lines: list[str]
+) -> None:
+    """An upload logs its start and end at INFO, a line per file at DEBUG,
+    and nothing at WARNING."""
+    with (tmp_path / "stderr").open("w+b") as stderr:
+        with running_server(*flags, stderr=stderr) as url:
+            async with aiohttp.ClientSession() as session:
+                body = multipart(
+                    [("images", f"{n}.png", images.png()) for n in range(2)]
+                )
+                async with session.post(
+                    url + "/api/ocr", data=body, headers={"Content-Type": CONTENT_TYPE}
+                ) as response:
+                    await response.read()
+        stderr.seek(0)
+        logged = stderr.read().decode()
+    written = [
+        what
+        for line in logged.splitlines()
+        if " ocr_sse " in line and "session_id=" in line
+        for what in [line.split(" ocr_sse ", 1)[1].split(" session_id=")[0]]
+    ]
+    assert written == lines, logged
 
 
 async def test_sigterm_lets_uploads_finish_then_ends_the_rest() -> None:
