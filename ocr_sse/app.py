@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .config import Config
 from .handler import RUNTIME, OnImage, Runtime, expect_upload, handle_upload
-from .limits import RateLimiter, UploadSlots
+from .limits import MemoryBudget, RateLimiter, UploadSlots
 from .metrics import Metrics, PrometheusMetrics
 
 __all__ = ("CONFIG", "create_app", "setup", "standalone_app", "stop_uploads")
@@ -95,6 +95,7 @@ def _runtime(
             config=config,
             executor=executor,
             slots=UploadSlots(limit=config.max_uploads),
+            memory=MemoryBudget(limit=config.memory_budget),
             rate=RateLimiter(per_minute=config.rate_limit)
             if config.rate_limit
             else None,

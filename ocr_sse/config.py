@@ -235,6 +235,13 @@ class Config:
         "largest non-file form field, in bytes",
         validator=_positive,
     )
+    memory_budget: int = _setting(
+        64 * MiB,
+        _parse_size,
+        "bytes of files over 1 MiB kept in memory across all uploads; the rest"
+        " go to temporary files",
+        validator=_not_negative,
+    )
     validation_threads: int = _setting(
         os.cpu_count() or 1,
         _parse_int,

@@ -58,7 +58,7 @@ from .events import (
     UploadStarted,
     encode,
 )
-from .limits import RateLimiter, UploadSlots
+from .limits import MemoryBudget, RateLimiter, UploadSlots
 from .metrics import Metrics
 from .parts import FILE_FIELD, DelimiterScanner, read_head
 
@@ -86,7 +86,8 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
-#: A file larger than this goes to a temporary file as it arrives.
+#: A file larger than this stays in memory only while the memory budget
+#: allows; past it, it goes to a temporary file as it arrives.
 SPOOL_OVER = 1024 * 1024
 
 #: Frames queued for a slow client before senders wait for it.
@@ -115,6 +116,8 @@ class Runtime:
     config: Config
     executor: Executor
     slots: UploadSlots
+    #: Shared by the large files of all uploads (Config.memory_budget).
+    memory: MemoryBudget
     rate: RateLimiter | None = None
     #: Set once the server stops: new uploads are refused from then on.
     stopping: bool = False
@@ -428,6 +431,8 @@ class _Pending:
     file_index: int
     file_name: str | None
     source: bytes | BinaryIO | None
+    #: The memory budget the bytes hold, if they are large and in memory.
+    held: _Reservation
     outcome: asyncio.Future[ImageFileInfo | InvalidImage]
     #: When the file's last byte arrived (monotonic seconds).
     arrived: float = attrs.field(factory=time.monotonic)
@@ -435,6 +440,7 @@ class _Pending:
     def release(self) -> None:
         """Stop the decode if it has not started, and let go of the bytes."""
         self.outcome.cancel()
+        self.held.give_back()
         if isinstance(self.source, io.IOBase):
             self.source.close()
 
@@ -491,6 +497,7 @@ async def _read_files(upload: _Upload, pending: asyncio.Queue[_Pending | None]) 
             keep=file_index < config.max_files,
             max_size=config.max_file_size,
             allowed=config.allowed_formats,
+            memory=upload.runtime.memory,
         )
         try:
             await body.read(part, received)
@@ -503,6 +510,7 @@ async def _read_files(upload: _Upload, pending: asyncio.Queue[_Pending | None]) 
             file_index=file_index,
             file_name=head.file_name,
             source=source,
+            held=received.held,
             outcome=_validate_later(
                 upload.runtime,
                 source,
@@ -587,28 +595,60 @@ def _validate_quietly(
         return invalid
 
 
+@attrs.define
+class _Reservation:
+    """The part of the memory budget one file's bytes hold until let go."""
+
+    budget: MemoryBudget
+    size: int = 0
+
+    def take(self, size: int) -> bool:
+        if not self.budget.try_take(size):
+            return False
+        self.size += size
+        return True
+
+    def give_back(self) -> None:
+        """Return what is held; safe to call more than once."""
+        size, self.size = self.size, 0
+        if size:
+            self.budget.give_back(size)
+
+
 class _FileBuffer:
     """One file's bytes as they arrive.
 
-    Small files stay in memory; past :data:`SPOOL_OVER` bytes they go to an
-    unnamed temporary file, written off the event loop one write at a time.
+    Files up to :data:`SPOOL_OVER` bytes stay in memory; larger ones too
+    while the memory budget shared by all uploads has room for them, and
+    otherwise go to an unnamed temporary file, written off the event loop.
     Nothing is kept of a file known to fail: over the size limit, past the
     count limit, or not an accepted image by its first bytes.  Its size is
     counted all the same.
     """
 
-    def __init__(self, *, keep: bool, max_size: int, allowed: Collection[str]) -> None:
+    def __init__(
+        self,
+        *,
+        keep: bool,
+        max_size: int,
+        allowed: Collection[str],
+        memory: MemoryBudget,
+    ) -> None:
         self.size = 0
         #: Why the first bytes already failed the file, if they did.
         self.rejected: InvalidImage | None = None
+        #: The memory budget the bytes in memory hold; passes to the caller
+        #: with them in :meth:`finish`.
+        self.held = _Reservation(memory)
         self._keep = keep
         self._max_size = max_size
         self._allowed = allowed
         self._head_checked = False
         self._chunks: list[bytes] = []
-        self._held = 0
+        self._unwritten = 0
         self._file: BinaryIO | None = None
         self._writing: asyncio.Future[int] | None = None
+        self._handed_over = False
 
     async def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -618,18 +658,25 @@ class _FileBuffer:
             self._drop()
             return
         self._chunks.append(chunk)
-        self._held += len(chunk)
-        if not self._head_checked and self._held >= validation.HEAD_SIZE:
+        self._unwritten += len(chunk)
+        if not self._head_checked and self._unwritten >= validation.HEAD_SIZE:
             self._check_head()
-        if self._keep and self._held >= SPOOL_OVER:
-            await self._spill()
+            if not self._keep:
+                return
+        if self._unwritten < SPOOL_OVER:
+            return
+        # Past the first MiB a file counts against the budget as a whole.
+        if self._file is None and self.held.take(self._unwritten - self.held.size):
+            return
+        await self._spill()
 
     async def finish(self) -> bytes | BinaryIO | None:
-        """The kept bytes, or ``None``; a temporary file passes to the caller."""
+        """The kept bytes, or ``None``; they and :attr:`held` pass to the caller."""
         if self._keep and not self._head_checked:
             self._check_head()
         if not self._keep:
             return None
+        self._handed_over = True
         if self._file is None:
             data = b"".join(self._chunks)
             self._chunks = []
@@ -643,6 +690,8 @@ class _FileBuffer:
     def close(self) -> None:
         """Let go of whatever is still held; safe to call at any time."""
         self._chunks = []
+        if not self._handed_over:
+            self.held.give_back()
         file, self._file = self._file, None
         if file is None:
             return
@@ -678,9 +727,10 @@ class _FileBuffer:
             await self._writing  # one write at a time keeps them in order
         if self._file is None:
             self._file = await loop.run_in_executor(None, _new_spool_file)
+            self.held.give_back()  # what it held goes to the file now
         data = b"".join(self._chunks)
         self._chunks = []
-        self._held = 0
+        self._unwritten = 0
         self._writing = loop.run_in_executor(None, self._file.write, data)
 
 

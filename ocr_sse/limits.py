@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import attrs
 
-__all__ = ("RateLimiter", "UploadSlots")
+__all__ = ("MemoryBudget", "RateLimiter", "UploadSlots")
 
 
 @attrs.define
@@ -33,6 +33,27 @@ class UploadSlots:
         if self.in_use <= 0:
             raise RuntimeError("no upload slot is taken")
         self.in_use -= 1
+
+
+@attrs.define
+class MemoryBudget:
+    """At most *limit* bytes of large files held in memory, across all uploads."""
+
+    limit: int
+    in_use: int = 0
+
+    def try_take(self, size: int) -> bool:
+        """Take *size* bytes if they fit."""
+        if self.in_use + size > self.limit:
+            return False
+        self.in_use += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        """Free *size* bytes taken by :meth:`try_take`."""
+        if size > self.in_use:
+            raise RuntimeError(f"{size} bytes given back, {self.in_use} taken")
+        self.in_use -= size
 
 
 @attrs.define

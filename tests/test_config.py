@@ -31,6 +31,7 @@ ENVIRONMENT = {
     "max_uploads": ("3", 3),
     "max_parts": ("9", 9),
     "max_field_size": ("512k", 512 * 1024),
+    "memory_budget": ("16MiB", 16 * MiB),
     "validation_threads": ("5", 5),
     "rate_limit": ("120", 120),
     "shutdown_grace": ("2.5", 2.5),
@@ -63,6 +64,7 @@ def test_defaults() -> None:
     assert config.max_uploads == 256
     assert config.max_parts == 100
     assert config.max_field_size == 64 * 1024
+    assert config.memory_budget == 64 * MiB
     assert config.validation_threads >= 1
     assert config.rate_limit == 0
     assert config.shutdown_grace == 10.0

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 import ocr_sse
 from ocr_sse import Config
+from ocr_sse.handler import RUNTIME
 
 from . import images
 from .conftest import Serve
@@ -260,10 +261,15 @@ async def test_each_error_code_reaches_the_client(
     assert only(events, "image_received")[0]["size_bytes"] == len(data)
 
 
-async def test_large_files_are_spooled_and_still_validate(serve: Serve) -> None:
-    """Files over the in-memory threshold (1 MiB) validate like small ones,
-    and a large non-image is still told apart by its magic bytes."""
-    client = await serve()
+@pytest.mark.parametrize("memory_budget", [0, 1_250_000, 64 * 1024 * 1024])
+async def test_large_files_validate_in_memory_or_spooled(
+    serve: Serve, memory_budget: int
+) -> None:
+    """Files over 1 MiB validate like small ones whether the memory budget
+    keeps them (64 MiB), runs out while one arrives (1.25 MB) or keeps
+    none (0), and a large non-image is still told apart by its magic bytes.
+    The budget is whole again afterwards."""
+    client = await serve(memory_budget=memory_budget)
     large = images.noise_jpeg(width=1500, height=1000)
     assert len(large) > 1024 * 1024
     events = await upload(
@@ -287,6 +293,7 @@ async def test_large_files_are_spooled_and_still_validate(serve: Serve) -> None:
         ("image_validation_success", 64, None),
     ]
     assert only(events, "image_received")[0]["size_bytes"] == len(large)
+    assert client.app[RUNTIME].memory.in_use == 0
 
 
 async def test_files_past_the_count_limit_are_reported_not_validated(

@@ -98,12 +98,13 @@ def open_files() -> int:
 async def settled(
     runtime: Runtime, baseline_tasks: int, baseline_files: int | None = None
 ) -> None:
-    """Wait until every upload has let go of its slot, tasks, decodes and
-    temporary files (each spooled file holds a descriptor until closed)."""
+    """Wait until every upload has let go of its slot, tasks, decodes, memory
+    and temporary files (each spooled file holds a descriptor until closed)."""
     executor = runtime.executor
     async with asyncio.timeout(10):
         while (
             runtime.slots.in_use
+            or runtime.memory.in_use
             or len(asyncio.all_tasks()) > baseline_tasks
             or executor._work_queue.qsize()  # type: ignore[attr-defined]
             or (baseline_files is not None and open_files() > baseline_files)
@@ -117,14 +118,21 @@ def disconnects(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize(
+    "memory_budget", [0, 64 * 1024 * 1024], ids=["spooled", "in-memory"]
+)
 async def test_a_burst_of_vanishing_clients_leaves_nothing_behind(
-    start: Start, caplog: pytest.LogCaptureFixture
+    start: Start, caplog: pytest.LogCaptureFixture, memory_budget: int
 ) -> None:
     """Clients that vanish before the first part, mid-part, between parts and
     while decoding: each upload stops, logs ClientDisconnected, and frees its
-    slot, its tasks, its queued decodes and its temporary files."""
+    slot, its tasks, its queued decodes, its memory and its temporary files,
+    whether its large file went to a temporary file or stayed in memory."""
     caplog.set_level(logging.INFO, logger="ocr_sse")
-    server, runtime = await start(max_file_size=20_000_000, validation_threads=1)
+    assert len(SLOW_JPEG) > 1024 * 1024
+    server, runtime = await start(
+        max_file_size=20_000_000, validation_threads=1, memory_budget=memory_budget
+    )
     two_files = multipart(
         [("images", "a.png", images.png()), ("images", "b.jpg", SLOW_JPEG)]
     )

@@ -1,10 +1,10 @@
-"""Upload slots (:mod:`ocr_sse.limits`): at most *limit* uploads in flight."""
+"""Shared limits (:mod:`ocr_sse.limits`): upload slots, rates, the memory budget."""
 
 from __future__ import annotations
 
 import pytest
 
-from ocr_sse.limits import RateLimiter, UploadSlots
+from ocr_sse.limits import MemoryBudget, RateLimiter, UploadSlots
 
 
 def test_new_slots_are_all_free() -> None:
@@ -136,3 +136,45 @@ def test_rate_limiter_forgets_full_buckets_past_its_client_bound() -> None:
     limiter.wait_for("c")
 
     assert set(limiter._buckets) == {"c"}
+
+
+def test_memory_budget_takes_what_fits_and_refuses_the_rest() -> None:
+    """Bytes are taken while they fit; a take that would pass the limit takes
+    nothing."""
+    budget = MemoryBudget(limit=100)
+
+    assert budget.try_take(60) is True
+    assert budget.try_take(41) is False
+    assert budget.try_take(40) is True
+    assert budget.in_use == 100
+    assert budget.try_take(1) is False
+
+
+def test_memory_budget_given_back_can_be_taken_again() -> None:
+    """What is given back is free for the next take."""
+    budget = MemoryBudget(limit=100)
+    budget.try_take(100)
+
+    budget.give_back(30)
+
+    assert budget.in_use == 70
+    assert budget.try_take(30) is True
+
+
+def test_memory_budget_of_zero_keeps_nothing() -> None:
+    """A budget of 0 refuses every take but an empty one."""
+    budget = MemoryBudget(limit=0)
+
+    assert budget.try_take(1) is False
+    assert budget.try_take(0) is True
+    assert budget.in_use == 0
+
+
+def test_memory_budget_refuses_to_give_back_more_than_taken() -> None:
+    """Giving back more than was taken is a bug, not a silent negative count."""
+    budget = MemoryBudget(limit=100)
+    budget.try_take(10)
+
+    with pytest.raises(RuntimeError, match="11 bytes given back, 10 taken"):
+        budget.give_back(11)
+    assert budget.in_use == 10
