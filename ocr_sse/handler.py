@@ -771,8 +771,8 @@ async def _write_results(
         await upload.out.send(event)
         seconds = time.monotonic() - file.arrived
         upload.runtime.metrics.file_validated(result, seconds=seconds)
-        # A line per file is for debugging: at INFO, a line per file cost a
-        # fifth of the throughput on small files (scripts/bench.py).
+        # A line per file is for debugging: at INFO, it cost 16% of the
+        # throughput on small files (scripts/bench.py).
         upload.log(
             "file validated",
             level=logging.DEBUG,
