@@ -29,11 +29,15 @@ async def post(client: Any, body: bytes) -> list[tuple[str, dict[str, Any]]]:
     return read_events(raw)
 
 
+@pytest.mark.parametrize(
+    "memory_budget", [0, 64 * 1024 * 1024], ids=["spooled", "in-memory"]
+)
 async def test_the_hook_gets_each_valid_image_before_its_success(
-    aiohttp_client: Any,
+    aiohttp_client: Any, memory_budget: int
 ) -> None:
-    """on_image sees every valid file, small or spooled, with its bytes and
-    the stream's session id; invalid files never reach it."""
+    """on_image sees every valid file, small or large, spooled or kept in
+    memory, with its bytes and the stream's session id; invalid files never
+    reach it."""
     seen: list[tuple[int, str, bytes]] = []
 
     async def on_image(image: ocr_sse.ValidImage) -> None:
@@ -41,7 +45,11 @@ async def test_the_hook_gets_each_valid_image_before_its_success(
             (image.file_info.file_index, str(image.session_id), image.file.read())
         )
 
-    app = ocr_sse.setup(web.Application(), on_image=on_image)
+    app = ocr_sse.setup(
+        web.Application(),
+        config=ocr_sse.Config(memory_budget=memory_budget),
+        on_image=on_image,
+    )
     client = await aiohttp_client(app)
     small, large = images.png(), images.noise_jpeg(width=1500, height=1000)
     events = await post(
