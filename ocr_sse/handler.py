@@ -41,6 +41,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import admission, sse, validation
+from .buffers import open_chunks
 from .config import Config
 from .errors import InvalidImage, Refused, UploadFailed, describe
 from .events import (
@@ -678,9 +679,10 @@ class _FileBuffer:
             return None
         self._handed_over = True
         if self._file is None:
-            data = b"".join(self._chunks)
-            self._chunks = []
-            return data
+            chunks, self._chunks = self._chunks, []
+            # A large file is read where its chunks lie: joining them would
+            # copy it once more, which cost a tenth of a 12 MP JPEG's decode.
+            return open_chunks(chunks) if self.held.size else b"".join(chunks)
         await self._spill()
         assert self._writing is not None
         await self._writing
