@@ -1,9 +1,9 @@
 """A file held in memory as the chunks it arrived in, read without joining them.
 
 Joining a large file's chunks into one ``bytes`` copies every byte once more,
-into freshly allocated memory, after the chunks have left the CPU's caches:
-for a 4 MB JPEG that cost a tenth of its decode.  :func:`open_chunks` reads
-them where they lie.  No I/O.
+into freshly allocated memory, after the chunks have left the CPU's caches,
+and holds the file twice meanwhile.  :func:`open_chunks` reads them where
+they lie.  No I/O.
 """
 
 from __future__ import annotations

@@ -681,7 +681,7 @@ class _FileBuffer:
         if self._file is None:
             chunks, self._chunks = self._chunks, []
             # A large file is read where its chunks lie: joining them would
-            # copy it once more, which cost a tenth of a 12 MP JPEG's decode.
+            # copy it once more, into fresh memory.
             return open_chunks(chunks) if self.held.size else b"".join(chunks)
         await self._spill()
         assert self._writing is not None
