@@ -23,6 +23,8 @@ from typing import BinaryIO
 
 import attrs
 import filetype
+from filetype.types import TYPES
+from filetype.types.document import ZippedDocumentBase
 from PIL import Image
 
 from .errors import InvalidImage, describe
@@ -63,6 +65,13 @@ KNOWN_FORMATS = frozenset(_PILLOW_FORMATS.values())
 #: filetype looks no further than this into a file.
 HEAD_SIZE = 8192
 
+_ZIP_SIGNATURE = b"PK\x03\x04"
+#: filetype's matchers but those of ZIP-based documents, which each search
+#: the head for a ZIP signature and match only one at its very start: on a
+#: head that does not start with one they cannot match, and skipping them
+#: halves the time a file that is not an image takes to name.
+_UNZIPPED_TYPES = [t for t in TYPES if not isinstance(t, ZippedDocumentBase)]
+
 
 @attrs.frozen(kw_only=True)
 class DetectedFormat:
@@ -92,7 +101,10 @@ def check_arrival(
 
 def detect_format(head: bytes, *, allowed: Collection[str]) -> DetectedFormat:
     """Tell the image type from the magic bytes at the start of a file."""
-    kind = filetype.guess(head[:HEAD_SIZE])
+    head = head[:HEAD_SIZE]
+    kind = filetype.match(
+        head, TYPES if head.startswith(_ZIP_SIGNATURE) else _UNZIPPED_TYPES
+    )
     mime = kind.mime if kind is not None else "unknown"
     pillow = _PILLOW_FORMATS.get(mime)
     if pillow is None or pillow not in allowed:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import tracemalloc
 import warnings
+import zipfile
 from datetime import UTC, datetime
 
+import filetype
 import pytest
 from PIL import Image
 
@@ -193,6 +195,47 @@ def test_known_non_image_type_is_never_unknown() -> None:
         detect_format(b"PK\x03\x04" + b"\x00" * 60, allowed=DEFAULT_ALLOWED)
 
     assert caught.value.code == UnsupportedFormat(detected="application/zip")
+
+
+def office_document(*entries: tuple[str, bytes]) -> bytes:
+    """A ZIP with *entries* (name, content) in order, as office suites write."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in entries:
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+ODT = "application/vnd.oasis.opendocument.text"
+
+
+@pytest.mark.parametrize(
+    ("data", "mime"),
+    [
+        (
+            office_document(
+                ("[Content_Types].xml", b"<x/>"),
+                ("_rels/.rels", b"<x/>"),
+                ("word/document.xml", b"<x/>"),
+            ),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ),
+        (office_document(("mimetype", ODT.encode())), ODT),
+        (b"PK\x03\x04" + b"\x00" * 60, "application/zip"),
+        (b"%PDF-1.7\n" + bytes(range(256)) * 40, "application/pdf"),
+        (b"\x1f\x8b\x08" + b"\x00" * 40, "application/gzip"),
+    ],
+    ids=["docx", "odt", "zip", "pdf", "gzip"],
+)
+def test_non_images_are_named_as_filetype_names_them(data: bytes, mime: str) -> None:
+    """ZIP-based documents and other non-images get filetype's own name for
+    them, though ZIP-document matchers run only on heads that start as a ZIP
+    does."""
+    assert filetype.guess(data).mime == mime
+    with pytest.raises(InvalidImage) as caught:
+        detect_format(data, allowed=DEFAULT_ALLOWED)
+
+    assert caught.value.code == UnsupportedFormat(detected=mime)
 
 
 def test_file_name_plays_no_part_in_detection() -> None:
