@@ -564,14 +564,14 @@ def _validate_later(
             max_file_size=config.max_file_size,
             max_files=config.max_files,
         )
-        if rejected is not None:
-            raise rejected
-        assert source is not None, "a file that passed its checks was kept"
     except InvalidImage as invalid:
+        rejected = invalid
+    if rejected is not None:
         done: asyncio.Future[ImageFileInfo | InvalidImage]
         done = asyncio.get_running_loop().create_future()
-        done.set_result(invalid)
+        done.set_result(rejected)
         return done
+    assert source is not None, "a file that passed its checks was kept"
     return asyncio.wrap_future(
         runtime.executor.submit(
             _validate_quietly,

@@ -14,9 +14,6 @@ import attrs
 
 __all__ = ("EventStreamParser", "ServerSentEvent", "comment", "event")
 
-_LINE_BREAKS = (b"\r", b"\n")
-
-
 def event(name: str, data: bytes) -> bytes:
     """Return the frame of one event named *name* carrying one line of *data*."""
     raw_name = name.encode("utf-8")
@@ -35,7 +32,7 @@ def comment(text: str = "") -> bytes:
 def _require_one_line(value: bytes, what: str) -> None:
     # A line break inside a field would let the value start a field of its
     # own: the one way a file name could forge an event.
-    if any(brk in value for brk in _LINE_BREAKS):
+    if b"\n" in value or b"\r" in value:
         raise ValueError(f"{what} must be a single line")
 
 
