@@ -14,6 +14,7 @@ import attrs
 
 __all__ = ("EventStreamParser", "ServerSentEvent", "comment", "event")
 
+
 def event(name: str, data: bytes) -> bytes:
     """Return the frame of one event named *name* carrying one line of *data*."""
     raw_name = name.encode("utf-8")
