@@ -1008,19 +1008,41 @@ def summarize(
                 else:
                     row[k] = _median([r[k] for r in ok if k in r])
             out[w][s] = row
-    for per in out.values():
-        ceiling, bare = per.get("ceiling", {}), per.get("bare", {})
+    for w, per in out.items():
         for s, row in per.items():
             if s == "bare":
                 continue
             for k in ("mb_per_s", "files_per_s"):
-                if row.get(k) and ceiling.get(k):
-                    row["x_ceiling"] = row[k] / ceiling[k]
-                if k == "files_per_s" and row.get(k) and bare.get(k):
-                    row["x_bare"] = row[k] / bare[k]
-            if row.get("cpu_ms_per_file") and bare.get("cpu_ms_per_file"):
-                row["cpu_x_bare"] = row["cpu_ms_per_file"] / bare["cpu_ms_per_file"]
+                if (ratio := _paired(runs, w, s, "ceiling", k)) is not None:
+                    row["x_ceiling"] = ratio
+            if (ratio := _paired(runs, w, s, "bare", "files_per_s")) is not None:
+                row["x_bare"] = ratio
+            if (ratio := _paired(runs, w, s, "bare", "cpu_ms_per_file")) is not None:
+                row["cpu_x_bare"] = ratio
     return out
+
+
+def _paired(
+    runs: list[dict[str, Any]], workload: str, server: str, other: str, key: str
+) -> float | None:
+    """The median over repetitions of *server*'s *key* over *other*'s.
+
+    Each repetition runs every server back to back, so a ratio within one
+    repetition cancels what drifts between them (the machine's other load,
+    its caches, its clock): medians taken apart would mix those in.
+    """
+    by_rep: dict[tuple[str, int], float] = {
+        (r["server"], r["rep"]): r[key]
+        for r in runs
+        if r["workload"] == workload and r["ok"] and r.get(key)
+    }
+    return _median(
+        [
+            value / by_rep[other, rep]
+            for (name, rep), value in by_rep.items()
+            if name == server and (other, rep) in by_rep
+        ]
+    )
 
 
 ROWS: list[tuple[str, str, str, str]] = [

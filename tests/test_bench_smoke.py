@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -60,3 +61,30 @@ def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
     assert all(server in done.stdout.splitlines()[0] for server in servers)
     # Every server it started is gone: its port no longer answers.
     assert "server_logs" in doc["meta"]
+
+
+def test_ratios_pair_the_runs_of_one_repetition() -> None:
+    """A ratio to the ceiling is the median of each repetition's own ratio,
+    so a slow repetition for every server does not skew it."""
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = bench
+    spec.loader.exec_module(bench)
+    runs = [
+        {"workload": "drain", "server": server, "rep": rep, "ok": True, "mb_per_s": v}
+        for server, rep, v in [
+            ("ceiling", 0, 100.0),
+            ("ocr_sse", 0, 80.0),
+            ("ceiling", 1, 200.0),
+            ("ocr_sse", 1, 100.0),
+            ("ceiling", 2, 300.0),
+            ("ocr_sse", 2, 270.0),
+        ]
+    ]
+    summary = bench.summarize(runs, ["ceiling", "ocr_sse"], ["drain"])
+
+    # Per repetition 0.8, 0.5 and 0.9: the median is 0.8, where the ratio of
+    # the medians would be 100 / 200 = 0.5.
+    assert summary["drain"]["ocr_sse"]["x_ceiling"] == 0.8
+    assert summary["drain"]["ceiling"]["x_ceiling"] == 1.0
