@@ -13,9 +13,11 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp import web
 from PIL import Image
 
 __all__ = (
@@ -25,6 +27,7 @@ __all__ = (
     "data",
     "frame",
     "now",
+    "serve",
     "session_id",
     "validate",
 )
@@ -53,6 +56,22 @@ def arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--max-files", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args()
+
+
+def serve(
+    upload: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    args: argparse.Namespace,
+    **app_options: Any,
+) -> None:
+    """Run an aiohttp peer: *upload* at POST /api/ocr, and GET /healthz."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application(**app_options)
+    app.router.add_post("/api/ocr", upload)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 
 
 def now() -> str:

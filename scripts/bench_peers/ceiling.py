@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from _common import SSE_HEADERS, arguments, frame, session_id
+from _common import SSE_HEADERS, arguments, frame, serve, session_id
 from aiohttp import web
 
 CHUNK = 1024 * 1024
@@ -40,16 +40,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0])
-    app = web.Application()
-    app.router.add_post("/api/ocr", upload)
-    app.router.add_get("/healthz", healthz)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    serve(upload, arguments(__doc__.splitlines()[0]))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import SSE_HEADERS, arguments, ending, frame, session_id, validate
+from _common import SSE_HEADERS, arguments, ending, frame, serve, session_id, validate
 from aiohttp import web
 
 ARGS = arguments(__doc__.splitlines()[0])
@@ -90,16 +90,9 @@ async def upload(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def main() -> None:
     # No aiohttp size cap on part.read(): the design checks sizes after collecting.
-    app = web.Application(client_max_size=sys.maxsize)
-    app.router.add_post("/api/ocr", upload)
-    app.router.add_get("/healthz", healthz)
-    web.run_app(app, host=ARGS.host, port=ARGS.port, print=None, access_log=None)
+    serve(upload, ARGS, client_max_size=sys.maxsize)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from _common import SSE_HEADERS, arguments, ending, frame, session_id, validate
+from _common import SSE_HEADERS, arguments, ending, frame, serve, session_id, validate
 from aiohttp import web
 
 ARGS = arguments(__doc__.splitlines()[0])
@@ -82,15 +82,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def main() -> None:
-    app = web.Application()
-    app.router.add_post("/api/ocr", upload)
-    app.router.add_get("/healthz", healthz)
-    web.run_app(app, host=ARGS.host, port=ARGS.port, print=None, access_log=None)
+    serve(upload, ARGS)
 
 
 if __name__ == "__main__":
