@@ -111,17 +111,17 @@ def test_size_is_checked_before_count() -> None:
 
 # -- detect_format ---------------------------------------------------------------
 
+#: The formats accepted by default, by Pillow's name and their MIME type.
+DEFAULT_FORMATS = [
+    ("JPEG", "image/jpeg"),
+    ("PNG", "image/png"),
+    ("WEBP", "image/webp"),
+    ("TIFF", "image/tiff"),
+    ("BMP", "image/bmp"),
+]
 
-@pytest.mark.parametrize(
-    ("pillow", "mime"),
-    [
-        ("JPEG", "image/jpeg"),
-        ("PNG", "image/png"),
-        ("WEBP", "image/webp"),
-        ("TIFF", "image/tiff"),
-        ("BMP", "image/bmp"),
-    ],
-)
+
+@pytest.mark.parametrize(("pillow", "mime"), DEFAULT_FORMATS)
 def test_default_allow_list_accepts(pillow: str, mime: str) -> None:
     """JPEG, PNG, WebP, TIFF and BMP are accepted by the default allow-list."""
     head = images.image_bytes(pillow)[: validation.HEAD_SIZE]
@@ -400,16 +400,7 @@ def test_decode_message_is_one_short_line() -> None:
 # -- validate ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("pillow", "mime"),
-    [
-        ("JPEG", "image/jpeg"),
-        ("PNG", "image/png"),
-        ("WEBP", "image/webp"),
-        ("TIFF", "image/tiff"),
-        ("BMP", "image/bmp"),
-    ],
-)
+@pytest.mark.parametrize(("pillow", "mime"), DEFAULT_FORMATS)
 def test_validate_returns_file_info(pillow: str, mime: str) -> None:
     """validate() reports name, type, size, format, index, time and dimensions."""
     data = images.image_bytes(pillow, width=33, height=17)
