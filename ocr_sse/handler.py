@@ -350,7 +350,9 @@ async def _run_upload(upload: _Upload) -> list[Event]:
     try:
         async with asyncio.timeout(config.upload_timeout) as deadline:
             runtime.deadlines.add(deadline)
-            upload.stall.watch(deadline)
+            loop = asyncio.get_running_loop()
+            # A stalled client ends the upload as its deadline would, now.
+            upload.stall.watch(lambda: deadline.reschedule(loop.time()))
             try:
                 tally = await _receive_files(upload)
             finally:
@@ -842,23 +844,23 @@ async def _unless_client_leaves(
 
 
 class _StallWatch:
-    """Ends an upload whose client has sent nothing for *timeout* seconds.
+    """Notices a wait on the client that has lasted *timeout* seconds.
 
-    One timer an upload rather than one a read: a read only notes when it
-    began to wait, and the timer, when it finds a wait too long, brings the
-    upload's deadline forward to now.
+    One timer a stream rather than one a read or a write: a read or a write
+    only notes when it began to wait, and the timer, when it finds a wait
+    too long, calls the watcher's *on_stall* once.
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        #: When the read under way began to wait for the client, if one is.
+        #: When the read or write under way began to wait, if one is.
         self.waiting_since: float | None = None
         self.stalled = False
-        self._deadline: asyncio.Timeout | None = None
+        self._on_stall: Callable[[], object] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def watch(self, deadline: asyncio.Timeout) -> None:
-        self._deadline = deadline
+    def watch(self, on_stall: Callable[[], object]) -> None:
+        self._on_stall = on_stall
         self._look_at(asyncio.get_running_loop().time() + self.timeout)
 
     def stop(self) -> None:
@@ -872,9 +874,9 @@ class _StallWatch:
         now = asyncio.get_running_loop().time()
         since = self.waiting_since
         if since is not None and now - since >= self.timeout:
-            assert self._deadline is not None
+            assert self._on_stall is not None
             self.stalled = True
-            self._deadline.reschedule(now)
+            self._on_stall()
         else:
             self._look_at((now if since is None else since) + self.timeout)
 
@@ -1037,9 +1039,9 @@ class _EventWriter:
     silences with a comment, and drops a client that stops reading: aiohttp
     waits for the socket only every 64 KiB, and that wait has no end of its
     own, so a client that stopped reading would hold the upload forever.
-    One timer a stream does both, looking at the stream only when a silence
-    or a write would have lasted too long: a timeout around every wait and
-    every write cost 3% of the throughput, on large parts as on small ones.
+    Both are timers that look at the stream only when a silence or a write
+    would have lasted too long: a timeout around every wait and every write
+    cost 3% of the throughput, on large parts as on small ones.
     """
 
     def __init__(
@@ -1052,7 +1054,6 @@ class _EventWriter:
     ) -> None:
         self._request = request
         self._response = response
-        self._write_timeout = write_timeout
         self._keepalive_interval = keepalive_interval
         self._frames: list[bytes] = []
         self._queued = asyncio.Event()
@@ -1062,19 +1063,21 @@ class _EventWriter:
         self.failure: ConnectionResetError | None = None
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        #: When the last write ended, and when the one under way began.
+        self._writes = _StallWatch(write_timeout)
+        self._keepalive: asyncio.TimerHandle | None = None
+        #: When the last write ended.
         self._last_write = self._loop.time()
-        self._writing_since: float | None = None
 
     async def __aenter__(self) -> _EventWriter:
         self._task = asyncio.create_task(self._write_all())
-        self._look_at(self._last_write + self._keepalive_interval)
+        self._writes.watch(self._stopped_reading)
+        self._keep_alive_at(self._last_write + self._keepalive_interval)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._task is not None and self._timer is not None
-        self._timer.cancel()
+        assert self._task is not None and self._keepalive is not None
+        self._keepalive.cancel()
+        self._writes.stop()
         self._task.cancel()
         await asyncio.wait([self._task])
 
@@ -1106,12 +1109,9 @@ class _EventWriter:
                 self._queued.clear()
                 data = b"".join(self._frames)
                 self._frames.clear()
-                self._writing_since = self._loop.time()
-                assert self._timer is not None
-                if self._timer.when() > self._writing_since + self._write_timeout:
-                    self._look_at(self._writing_since + self._write_timeout)
+                self._writes.waiting_since = self._loop.time()
                 await self._response.write(data)
-                self._writing_since = None
+                self._writes.waiting_since = None
                 self._last_write = self._loop.time()
                 if not self._frames:
                     self._idle.set()
@@ -1127,27 +1127,22 @@ class _EventWriter:
         if self._request.transport is not None:
             self._request.transport.abort()
 
-    def _look_at(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._look)
+    def _stopped_reading(self) -> None:
+        self._fail(ConnectionResetError("the client stopped reading the event stream"))
+        assert self._task is not None
+        self._task.cancel()
 
-    def _look(self) -> None:
+    def _keep_alive_at(self, when: float) -> None:
+        self._keepalive = self._loop.call_at(when, self._keep_alive)
+
+    def _keep_alive(self) -> None:
         if self.failure is not None:
             return  # nothing more will be written
         now = self._loop.time()
-        if self._writing_since is not None:
-            if now < self._writing_since + self._write_timeout:
-                self._look_at(self._writing_since + self._write_timeout)
-                return
-            self._fail(
-                ConnectionResetError("the client stopped reading the event stream")
-            )
-            assert self._task is not None
-            self._task.cancel()
-            return
-        if now >= self._last_write + self._keepalive_interval:
+        if self._writes.waiting_since is not None:  # a write under way
+            self._keep_alive_at(now + self._keepalive_interval)
+        elif now >= self._last_write + self._keepalive_interval:
             self._queue(sse.comment())
-            self._look_at(now + self._keepalive_interval)
+            self._keep_alive_at(now + self._keepalive_interval)
         else:
-            self._look_at(self._last_write + self._keepalive_interval)
+            self._keep_alive_at(self._last_write + self._keepalive_interval)
