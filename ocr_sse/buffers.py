@@ -16,13 +16,13 @@ from collections.abc import Sequence
 __all__ = ("open_chunks",)
 
 
-def open_chunks(chunks: Sequence[bytes]) -> io.BufferedReader:
+def open_chunks(chunks: Sequence[bytes | memoryview]) -> io.BufferedReader:
     """A read-only, seekable binary file over *chunks*, in order."""
     return io.BufferedReader(_ChunksRaw(chunks))
 
 
 class _ChunksRaw(io.RawIOBase):
-    def __init__(self, chunks: Sequence[bytes]) -> None:
+    def __init__(self, chunks: Sequence[bytes | memoryview]) -> None:
         self._chunks = [chunk for chunk in chunks if chunk]
         #: Where each chunk starts in the file, and the file's size last.
         self._starts = list(itertools.accumulate(map(len, self._chunks), initial=0))

@@ -30,15 +30,14 @@ import math
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from concurrent.futures import Executor
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import attrs
 import orjson
-from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from . import admission, sse, validation
 from .buffers import open_chunks
@@ -61,7 +60,7 @@ from .events import (
 )
 from .limits import MemoryBudget, RateLimiter, UploadSlots
 from .metrics import Metrics
-from .parts import FILE_FIELD, DelimiterScanner, read_head
+from .parts import FILE_FIELD, Data, DelimiterScanner, read_head
 
 __all__ = (
     "RUNTIME",
@@ -647,13 +646,13 @@ class _FileBuffer:
         self._max_size = max_size
         self._allowed = allowed
         self._head_checked = False
-        self._chunks: list[bytes] = []
+        self._chunks: list[Data] = []
         self._unwritten = 0
         self._file: BinaryIO | None = None
         self._writing: asyncio.Future[int] | None = None
         self._handed_over = False
 
-    async def add(self, chunk: bytes) -> None:
+    async def add(self, chunk: Data) -> None:
         self.size += len(chunk)
         if not self._keep:
             return
@@ -892,13 +891,16 @@ class _Body:
         self._stall = stall
         self._loop = asyncio.get_running_loop()
 
-    async def parts(self) -> AsyncIterator[BodyPartReader]:
-        reader = _UploadReader(self._request.headers, self._request.content)
+    async def parts(self) -> AsyncIterator[_PartReader]:
+        reader = _UploadReader(
+            self._request.headers,
+            cast(StreamReader, _BodyStream(self._request.content)),
+        )
         for _ in range(self._config.max_parts):
             part = await self._guard(reader.next())
             if part is None:
                 return
-            if not isinstance(part, BodyPartReader):
+            if not isinstance(part, _PartReader):
                 raise UploadFailed(
                     ErrorType.MULTIPART_PARSING,
                     "nested multipart parts are not supported (RFC 7578 section 4.3)",
@@ -911,7 +913,7 @@ class _Body:
 
     async def read(
         self,
-        part: BodyPartReader,
+        part: _PartReader,
         into: _FileBuffer | None = None,
         *,
         limit: int | None = None,
@@ -919,11 +921,12 @@ class _Body:
         """Read *part* to its end, into *into*, or into nothing up to *limit*."""
         size = 0
         while not part.at_eof():
-            chunk = await self._guard(part.read_chunk())
+            data = await self._guard(part.read_data())
             if into is not None:
-                await into.add(chunk)
+                for piece in data:
+                    await into.add(piece)
                 continue
-            size += len(chunk)
+            size += sum(map(len, data))
             if limit is not None and size > limit:
                 raise UploadFailed(
                     ErrorType.MULTIPART_PARSING,
@@ -951,6 +954,75 @@ class _Body:
         return result
 
 
+class _BodyStream:
+    """The request body, read where it lies, for the multipart reader.
+
+    aiohttp's ``StreamReader`` gives out the body in the chunks the network
+    delivered.  A part rarely ends where a chunk does, and handing back what
+    follows its end (``unread_data``) copies the rest of the chunk, then
+    copies it again when it is read once more: for small parts, many times
+    over for each chunk.  Here a chunk stays as it arrived and a position
+    moves through it: a part's data goes out as the chunk or views of it,
+    and only the lines of part headers are cut out of it.
+    """
+
+    #: aiohttp's own bound on a line read with no limit given (its high
+    #: water mark): the preamble, the boundary lines, the epilogue.
+    MAX_LINE = 2 * 2**16
+
+    def __init__(self, content: StreamReader) -> None:
+        self._content = content
+        self._chunk = b""
+        self._at = 0
+
+    async def _more(self) -> bool:
+        """Make sure some bytes are unread; ``False`` once the body ends."""
+        while self._at >= len(self._chunk):
+            # Asked, not inferred from readchunk(): the reader of an empty
+            # body is shared, and answers (b"", True) from its second call.
+            if self._content.at_eof():
+                return False
+            self._chunk, _ = await self._content.readchunk()
+            self._at = 0
+        return True
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        """The next line, up to and with its LF; what is left at the end."""
+        limit = max_line_length or self.MAX_LINE
+        pieces: list[bytes] = []
+        size = 0
+        while await self._more():
+            chunk, at = self._chunk, self._at
+            end = chunk.find(b"\n", at) + 1 or len(chunk)
+            pieces.append(chunk[at:end])
+            size += end - at
+            self._at = end
+            if size > limit:
+                raise LineTooLong(pieces[0][:100] + b"...", limit)
+            if chunk[end - 1 : end] == b"\n":
+                break
+        return b"".join(pieces)
+
+    async def read_part(self, scanner: DelimiterScanner) -> tuple[list[Data], bool]:
+        """The next data of the part *scanner* looks for its end in, and
+        whether it ended; after the end, the boundary line is read next."""
+        if not await self._more():
+            raise ValueError("the body ends inside a part")
+        data, end = scanner.feed(self._chunk, self._at)
+        if end is None:
+            self._at = len(self._chunk)
+            return data, False
+        # The multipart reader reads the boundary line from its dashes on,
+        # which are the delimiter's last bytes, in this chunk or (rarely)
+        # in one before it.
+        dash_boundary = scanner.dash_boundary
+        if self._chunk[end - len(dash_boundary) : end] == dash_boundary:
+            self._at = end - len(dash_boundary)
+        else:
+            self._chunk, self._at = dash_boundary + self._chunk[end:], 0
+        return data, True
+
+
 class _PartReader(BodyPartReader):
     """aiohttp's part reader, handing on each chunk as it arrives.
 
@@ -958,37 +1030,26 @@ class _PartReader(BodyPartReader):
     past it, so a part is not finished until bytes arrive after its
     delimiter, and it copies every byte twice on the way.  This one finds
     the delimiter with :class:`~ocr_sse.parts.DelimiterScanner` and gives
-    back each chunk as the network delivered it (256 KiB at most), whatever
-    *size* asks for.
+    back each chunk as the network delivered it (256 KiB at most), or views
+    of it, whatever *size* asks for.
     """
 
+    _content: _BodyStream  # type: ignore[assignment]
     _scanner: DelimiterScanner | None = None
 
-    async def read_chunk(self, size: int = BodyPartReader.chunk_size) -> bytes:
+    async def read_data(self) -> list[Data]:
+        """The part's next pieces of data, as they arrived; none at its end."""
         if self._at_eof:
-            return b""
+            return []
         if self._scanner is None:
             self._scanner = DelimiterScanner(self._boundary)
         while True:
-            # One network chunk as it arrived: read(n) would slice and join
-            # chunks, and readany() would join all that is buffered, of
-            # which what follows the part's end is copied back for the next.
-            chunk, end_of_http_chunk = await self._content.readchunk()
-            if not chunk:
-                if end_of_http_chunk:  # a chunked body's chunk ended, no data
-                    continue
-                raise ValueError("the body ends inside a part")
-            data, rest = self._scanner.feed(chunk)
-            if rest is not None:
-                self._at_eof = True
-                # The multipart reader reads the boundary line from here;
-                # aiohttp's own reader pushes it back the same way.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    self._content.unread_data(rest)
+            data, self._at_eof = await self._content.read_part(self._scanner)
+            if data or self._at_eof:
                 return data
-            if data:
-                return data
+
+    async def read_chunk(self, size: int = BodyPartReader.chunk_size) -> bytes:
+        return b"".join(await self.read_data())
 
 
 class _UploadReader(MultipartReader):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeAlias
 from urllib.parse import unquote
 
 import attrs
@@ -20,6 +21,7 @@ from .events import ErrorType
 __all__ = (
     "FILE_FIELD",
     "MAX_FILE_NAME",
+    "Data",
     "DelimiterScanner",
     "PartHead",
     "disposition_parameters",
@@ -28,6 +30,9 @@ __all__ = (
 
 #: The form field whose parts are the uploaded files.
 FILE_FIELD = "images"
+
+#: A piece of a part's body: a chunk as it arrived, or a view of one.
+Data: TypeAlias = bytes | memoryview
 
 #: File names are echoed back; longer ones are cut to this many characters.
 MAX_FILE_NAME = 255
@@ -119,32 +124,63 @@ class DelimiterScanner:
     returns at once the data known to belong to the part, so a part is
     finished the moment its delimiter arrives, with no look-ahead.  Only
     bytes that might begin the delimiter are held back.
+
+    Nothing is copied but those few held bytes: the data comes back as the
+    chunk itself or as views of it, and the delimiter is looked for where
+    the chunk lies.
     """
 
     def __init__(self, dash_boundary: bytes) -> None:
+        #: ``--boundary``: the delimiter without its leading CRLF.
+        self.dash_boundary = dash_boundary
         self._delimiter = b"\r\n" + dash_boundary
         self._held = b""
 
-    def feed(self, chunk: bytes) -> tuple[bytes, bytes | None]:
-        """Take the next bytes; return ``(data, rest)``.
+    def feed(self, chunk: bytes, start: int = 0) -> tuple[list[Data], int | None]:
+        """Take ``chunk[start:]``; return ``(data, end)``.
 
-        *rest* is ``None`` while the part goes on; once the delimiter is
-        found it is everything from ``--boundary`` on, which belongs to the
-        multipart reader again.
+        *data* are the pieces of the part's body found in it, in order.
+        *end* is ``None`` while the part goes on, and all of the chunk is
+        taken; once the delimiter is found it is the index in *chunk* just
+        past it, where the rest of the boundary line begins.
         """
-        delimiter = self._delimiter
-        if self._held:
-            # The delimiter may have begun in the held bytes.  They are few
-            # and rare (a CR near the end of the last chunk), so joining
-            # costs little.
-            chunk, self._held = self._held + chunk, b""
-        found = chunk.find(delimiter)
+        delimiter, held = self._delimiter, self._held
+        data: list[Data] = []
+        if held:
+            # The delimiter may have begun in the held bytes, and if it did,
+            # it ends within the next len(delimiter) - 1 bytes.
+            self._held = b""
+            bridge = held + chunk[start : start + len(delimiter) - 1]
+            found = bridge.find(delimiter)
+            if 0 <= found < len(held):
+                return _nonempty(held[:found]), start + found + len(delimiter) - len(
+                    held
+                )
+            if len(bridge) < len(held) + len(delimiter) - 1:
+                # Too few new bytes to tell: the chunk joins the held bytes.
+                return self._hold_back(bridge, 0), None
+            data.append(held)
+        found = chunk.find(delimiter, start)
         if found >= 0:
-            return chunk[:found], chunk[found + 2 :]
+            return data + _nonempty(_view(chunk, start, found)), found + len(delimiter)
+        return data + self._hold_back(chunk, start), None
+
+    def _hold_back(self, chunk: bytes, start: int) -> list[Data]:
         # Hold back a tail that could be the start of a delimiter: it can
         # only begin at a CR within the last len(delimiter) - 1 bytes.
-        tail = chunk.find(b"\r", max(0, len(chunk) - len(delimiter) + 1))
+        end = len(chunk)
+        tail = chunk.find(b"\r", max(start, end - len(self._delimiter) + 1))
         if tail >= 0:
-            self._held = chunk[tail:]
-            chunk = chunk[:tail]
-        return chunk, None
+            self._held, end = chunk[tail:], tail
+        return _nonempty(_view(chunk, start, end))
+
+
+def _view(chunk: bytes, start: int, end: int) -> Data:
+    """``chunk[start:end]``, without a copy."""
+    if start == 0 and end == len(chunk):
+        return chunk
+    return memoryview(chunk)[start:end]
+
+
+def _nonempty(data: Data) -> list[Data]:
+    return [data] if len(data) else []

@@ -1,14 +1,25 @@
-"""What a multipart part is, from its headers (:mod:`ocr_sse.parts`)."""
+"""What a multipart part is, from its headers, and where its body ends
+(:mod:`ocr_sse.parts`)."""
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 import pytest
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from ocr_sse.errors import UploadFailed
 from ocr_sse.events import ErrorType, ImageReceived, to_json
-from ocr_sse.parts import FILE_FIELD, MAX_FILE_NAME, PartHead, read_head
+from ocr_sse.parts import (
+    FILE_FIELD,
+    MAX_FILE_NAME,
+    DelimiterScanner,
+    PartHead,
+    read_head,
+)
 
 
 def head(disposition: str | None = None, **more: str) -> PartHead:
@@ -281,3 +292,70 @@ def test_cleaned_file_name_can_be_sent_as_json() -> None:
     data = to_json(ImageReceived(file_index=0, file_name=name, size_bytes=1))
 
     assert orjson.loads(data)["data"]["file_name"] == "\ufffd" * 4
+
+
+# -- where a part's body ends ------------------------------------------------------
+
+
+DASH_BOUNDARY = b"--testboundary1234"
+DELIMITER = b"\r\n" + DASH_BOUNDARY
+
+# Bodies made of what can be mistaken for a delimiter's start.
+near_misses = (
+    st.lists(
+        st.sampled_from(
+            [b"\r", b"\n", b"-", b"x", b"\r\n--", DELIMITER[:9], DELIMITER[:-1]]
+        )
+    )
+    .map(b"".join)
+    .filter(lambda body: DELIMITER not in body)
+)
+
+
+@given(
+    body=st.one_of(near_misses, st.binary()),
+    after=st.binary(max_size=20),
+    cuts=st.lists(st.integers(0, 300), max_size=12),
+    # What precedes the part in its first chunk: the previous part's end.
+    lead=st.sampled_from([b"", b"x", b"prev" + DELIMITER + b"\r\nheaders\r\n\r\n"]),
+)
+# The delimiter cut one byte short of its end, as early in a chunk as it can be.
+@example(body=b"x", after=b"", cuts=[len(DELIMITER)], lead=b"")
+def test_scanner_gives_back_the_body_and_where_the_delimiter_ends(
+    body: bytes, after: bytes, cuts: list[int], lead: bytes
+) -> None:
+    """However the bytes are cut, and from wherever in a chunk they are
+    fed, the scanner gives back exactly the part's body, and the end of
+    its delimiter as soon as the chunk holding it is fed, no later."""
+    assume(DELIMITER not in body)
+    stream = body + DELIMITER + after
+    ends = sorted({min(cut, len(stream)) for cut in cuts} | {len(stream)})
+    chunks = [stream[a:b] for a, b in itertools.pairwise([0, *ends])]
+    scanner = DelimiterScanner(DASH_BOUNDARY)
+    pending = iter(chunks)
+    got, fed, end = b"", 0, None
+    while end is None:
+        chunk = next(pending)
+        data, end = scanner.feed(lead + chunk, len(lead))
+        got += b"".join(data)
+        fed += len(chunk)
+    assert got == body
+    assert fed - len(chunk) < len(body) + len(DELIMITER) <= fed
+    assert (lead + chunk)[end:] + b"".join(pending) == after
+
+
+def test_a_chunk_of_body_only_comes_back_as_itself() -> None:
+    """A chunk that is all body, the common case of a large file, is handed
+    on as the very same object: not one byte copied."""
+    chunk = b"x" * 1000
+    data, end = DelimiterScanner(DASH_BOUNDARY).feed(chunk)
+    assert end is None and len(data) == 1 and data[0] is chunk
+
+
+def test_data_from_an_offset_is_a_view_of_the_chunk() -> None:
+    """A part that starts inside a chunk gets a view of it, not a copy."""
+    chunk = b"headers\r\n\r\n" + b"x" * 100 + DELIMITER + b"\r\n"
+    data, end = DelimiterScanner(DASH_BOUNDARY).feed(chunk, 11)
+    assert [bytes(piece) for piece in data] == [b"x" * 100]
+    assert isinstance(data[0], memoryview) and data[0].obj is chunk
+    assert chunk[end:] == b"\r\n"
