@@ -57,5 +57,9 @@ class InvalidImage(Exception):
 
 def describe(exc: BaseException) -> str:
     """One short line saying what *exc* is about, safe to show a client."""
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    # aiohttp's HTTP errors print as "400, message:" with the message on a
+    # line of its own; their message attribute is the line worth showing.
+    message = getattr(exc, "message", None)
+    text = message if isinstance(message, str) else str(exc)
+    lines = text.strip().splitlines() or [type(exc).__name__]
     return lines[0][:200]

@@ -37,7 +37,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 import attrs
 import orjson
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import admission, sse, validation
 from .buffers import open_chunks
@@ -998,7 +998,7 @@ class _BodyStream:
             size += end - at
             self._at = end
             if size > limit:
-                raise LineTooLong(pieces[0][:100] + b"...", limit)
+                raise ValueError(f"a line is longer than {limit} bytes")
             if chunk[end - 1 : end] == b"\n":
                 break
         return b"".join(pieces)

@@ -503,6 +503,27 @@ async def test_malformed_bodies_end_with_multipart_parsing_error(
     assert "Traceback" not in raw.decode("utf-8", "replace")
 
 
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("header line too long", "a line is longer than 8190 bytes"),
+        ("bad header line", "Invalid HTTP header: b'no colon here'"),
+        ("truncated in a part", "the body ends inside a part"),
+    ],
+)
+async def test_a_malformed_body_is_said_in_words(
+    serve: Serve, case: str, message: str
+) -> None:
+    """The error message says what is wrong with the body, also where aiohttp
+    found it (its errors print as "400, message:" and the rest on a line of
+    its own)."""
+    client = await serve()
+    _, _, raw = await post(client, MALFORMED[case])
+    assert read_events(raw)[-1][1]["error_message"] == (
+        f"malformed multipart body: {message}"
+    )
+
+
 async def test_files_before_a_malformed_part_are_still_reported(serve: Serve) -> None:
     """Results already earned are written before the processing_error."""
     client = await serve()
