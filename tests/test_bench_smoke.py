@@ -55,6 +55,7 @@ def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
         assert doc["summary"][workload]["ocr_sse"]["x_bare"] > 0
     for server in servers[1:]:
         assert doc["summary"]["latency_n"][server]["file_ms_median"] >= 0
+        assert doc["summary"]["latency_n"][server]["wall_s"] > 0
     table_cells = {(row["workload"], row["metric"]) for row in doc["table"]}
     assert {(w, doc["primary"][w]) for w in workloads} <= table_cells
     # The table is printed too, one column per server.
