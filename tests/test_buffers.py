@@ -13,7 +13,14 @@ from ocr_sse.buffers import open_chunks
 
 from . import images
 
-CHUNKS = st.lists(st.binary(max_size=40), max_size=8)
+#: Chunks as a part's data comes: bytes, or views into a larger chunk.
+CHUNKS = st.lists(
+    st.binary(max_size=40)
+    | st.tuples(st.binary(max_size=40), st.integers(0, 10), st.integers(0, 10)).map(
+        lambda cut: memoryview(cut[0])[cut[1] : len(cut[0]) - cut[2]]
+    ),
+    max_size=8,
+)
 #: What a reader may do: read n bytes (None: to the end), or seek.
 OPERATIONS = st.lists(
     st.one_of(
@@ -31,7 +38,7 @@ OPERATIONS = st.lists(
 
 @given(chunks=CHUNKS, operations=OPERATIONS)
 def test_reads_and_seeks_as_the_joined_bytes_do(
-    chunks: list[bytes], operations: list[tuple[str, object]]
+    chunks: list[bytes | memoryview], operations: list[tuple[str, object]]
 ) -> None:
     """Any mix of reads and seeks returns what it returns on one joined file;
     a seek before the start is refused and moves nothing."""
