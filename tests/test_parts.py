@@ -321,6 +321,8 @@ near_misses = (
 )
 # The delimiter cut one byte short of its end, as early in a chunk as it can be.
 @example(body=b"x", after=b"", cuts=[len(DELIMITER)], lead=b"")
+# The delimiter over three chunks, the middle one too short to decide.
+@example(body=b"x", after=b"", cuts=[9, 12], lead=b"")
 def test_scanner_gives_back_the_body_and_where_the_delimiter_ends(
     body: bytes, after: bytes, cuts: list[int], lead: bytes
 ) -> None:
