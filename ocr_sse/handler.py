@@ -626,6 +626,11 @@ class _FileBuffer:
     Nothing is kept of a file known to fail: over the size limit, past the
     count limit, or not an accepted image by its first bytes.  Its size is
     counted all the same.
+
+    The bytes come as views into the chunks they arrived in, and a large
+    file kept in memory keeps its first and last chunks whole: up to two
+    network chunks (512 KiB) more than the budget counts.  A small file is
+    joined into bytes of its own, which lets them go.
     """
 
     def __init__(
