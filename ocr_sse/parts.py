@@ -152,10 +152,11 @@ class DelimiterScanner:
             self._held = b""
             bridge = held + chunk[start : start + len(delimiter) - 1]
             found = bridge.find(delimiter)
-            if 0 <= found < len(held):
-                return _nonempty(held[:found]), start + found + len(delimiter) - len(
-                    held
-                )
+            if found >= 0:
+                # It begins in the held bytes (after them there is no room
+                # for all of it) and ends this far into the chunk.
+                end = start + found + len(delimiter) - len(held)
+                return _nonempty(held[:found]), end
             if len(bridge) < len(held) + len(delimiter) - 1:
                 # Too few new bytes to tell: the chunk joins the held bytes.
                 return self._hold_back(bridge, 0), None
