@@ -998,13 +998,14 @@ class _BodyStream:
         size = 0
         while await self._more():
             chunk, at = self._chunk, self._at
-            end = chunk.find(b"\n", at) + 1 or len(chunk)
+            lf = chunk.find(b"\n", at)
+            end = len(chunk) if lf < 0 else lf + 1
             pieces.append(chunk[at:end])
             size += end - at
             self._at = end
             if size > limit:
                 raise ValueError(f"a line is longer than {limit} bytes")
-            if chunk[end - 1 : end] == b"\n":
+            if lf >= 0:
                 break
         return b"".join(pieces)
 
