@@ -6,11 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import logging.handlers
 import os
-import platform
 import queue
 import shutil
 import signal
@@ -54,44 +52,9 @@ def main(
         config = Config.from_args(argv, environ, parser=parser)
     except ConfigError as exc:
         parser.error(str(exc))
-    _keep_freed_memory(config.memory_budget, environ)
     with _logging_off_the_loop(config.log_level.upper()):
         asyncio.run(serve(config))
     return 0
-
-
-#: glibc's mallopt() parameters, from malloc.h.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-#: The largest threshold glibc's own sliding one reaches on 64-bit systems.
-_MMAP_THRESHOLD = 32 * 1024 * 1024
-
-
-def _keep_freed_memory(keep: int, environ: Mapping[str, str]) -> bool:
-    """Have glibc's malloc keep up to *keep* bytes of freed memory for reuse.
-
-    Uploads take and free memory by the network chunk (up to 256 KiB) and
-    hold large files in it.  By default glibc hands the top of its heap back
-    to the system once 512 KiB of it is free, and the next upload faults it
-    back in a page at a time: 900 page faults for a 3.5 MB image, 3.5% of
-    the server's CPU on 12 MP JPEGs (scripts/bench.py).  Setting the trim
-    threshold alone would pin the mmap threshold at 128 KiB, sending every
-    chunk to mmap instead, so that one is set as high as glibc would slide it.
-
-    Returns whether anything changed: not on other C libraries, nor when the
-    environment sets glibc's malloc tunables itself.
-    """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    if any(name.startswith("MALLOC_") for name in environ) or (
-        "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
-    ):
-        return False
-    libc = ctypes.CDLL(None)
-    return bool(
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        and libc.mallopt(_M_TRIM_THRESHOLD, max(keep, _MMAP_THRESHOLD))
-    )
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from . import malloc
 from .config import Config
 from .handler import RUNTIME, OnImage, Runtime, expect_upload, handle_upload
 from .limits import MemoryBudget, RateLimiter, UploadSlots
@@ -61,7 +62,13 @@ def create_app(argv: Sequence[str] | None = None) -> web.Application:
 
 def standalone_app(config: Config) -> web.Application:
     """The standalone server's app: the endpoint, ``GET /healthz``, and
-    ``GET /metrics`` when ``prometheus-client`` is installed."""
+    ``GET /metrics`` when ``prometheus-client`` is installed.
+
+    It owns its process, so it also has glibc's malloc keep up to
+    ``memory_budget`` bytes of freed memory for the next upload
+    (:mod:`ocr_sse.malloc`).
+    """
+    malloc.keep_freed_memory(config.memory_budget)
     try:
         metrics: Metrics = PrometheusMetrics()
     except ImportError:

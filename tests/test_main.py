@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import http.client
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -116,49 +115,6 @@ def test_help_lists_every_setting_with_its_variable() -> None:
     ]:
         assert flag in result.stdout and variable in result.stdout
     assert "now 7]" in " ".join(result.stdout.split())
-
-
-# Frees 16 MiB in 256 KiB chunks, as uploads do, then counts the page faults
-# of doing it again five times.
-_CHURN = """
-import resource, sys
-from ocr_sse.__main__ import _keep_freed_memory
-
-tuned = _keep_freed_memory(64 << 20, dict(arg.split("=") for arg in sys.argv[1:]))
-
-def churn():
-    chunks = [b"x" * (256 << 10) for _ in range(64)]
-    del chunks
-
-churn()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    churn()
-print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-def churn(*environ: str) -> tuple[str, int]:
-    result = subprocess.run(
-        [sys.executable, "-c", _CHURN, *environ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    tuned, faults = result.stdout.split()
-    return tuned, int(faults)
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc only")
-def test_the_server_keeps_freed_memory_instead_of_faulting_it_back() -> None:
-    """Memory freed by one upload is reused by the next without page faults,
-    unless the environment tunes glibc's malloc itself."""
-    tuned, faults = churn()
-    assert tuned == "True" and faults < 100
-    # Untuned, about every page of every round faults: 5 x 4096.
-    tuned, faults = churn("MALLOC_ARENA_MAX=2")
-    assert tuned == "False" and faults > 10_000
 
 
 async def test_the_server_process_streams_an_upload(server: str) -> None:
