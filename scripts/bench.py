@@ -481,10 +481,27 @@ class Server:
         return out
 
     def cpu(self) -> float:
+        """CPU seconds the server has used, to the nanosecond where it can.
+
+        The process's own count is in clock ticks (10 ms): over one
+        repetition of ten large files, that alone is 3% either way.  Each
+        live thread's count is in nanoseconds; the threads that have exited
+        are only in the process's count, so what that holds beyond the live
+        threads' is added.
+        """
         assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/stat") as stat:
+        proc = f"/proc/{self.proc.pid}"
+        with open(f"{proc}/stat") as stat:
             fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        ticks = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        live = 0.0
+        for thread in os.listdir(f"{proc}/task"):
+            try:
+                with open(f"{proc}/task/{thread}/schedstat") as schedstat:
+                    live += int(schedstat.read().split()[0]) / 1e9
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # it exited meanwhile: the process's count has it
+        return live + max(0.0, ticks - live)
 
 
 class Servers:
