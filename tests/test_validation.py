@@ -504,6 +504,21 @@ def test_truncated_jpeg_is_caught_by_the_fast_decode(
     assert caught.value.code == CorruptedFile()
 
 
+@pytest.mark.parametrize("cut", [1000, 2**20 - 1, 2**20, 2**20 + 1, -1])
+def test_a_truncated_jpeg_over_a_decode_block_is_caught(cut: int) -> None:
+    """A JPEG longer than the 1 MiB the decoder is handed at a time is still
+    caught when cut short, before, at, after a block's end or at its last
+    byte."""
+    data = images.noise_jpeg(width=1600, height=1200)
+    assert len(data) > 2**20 + 1000
+    detected = detect_format(data, allowed={"JPEG"})
+
+    assert decode(io.BytesIO(data), detected, max_pixels=10**8) == (1600, 1200)
+    with pytest.raises(InvalidImage) as caught:
+        decode(io.BytesIO(data[:cut]), detected, max_pixels=10**8)
+    assert caught.value.code == CorruptedFile()
+
+
 def test_a_file_object_is_validated_from_its_start() -> None:
     """validate() reads a file from the start, wherever it was left, as a
     freshly written temporary file is left at its end."""
