@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import orjson
@@ -21,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from . import images
-from .test_main import free_port
+from .test_main import running_server
 from .wire import BOUNDARY, CONTENT_TYPE, frames, multipart, read_events
 
 EXAMPLES = int(os.environ.get("OCR_SSE_FUZZ_EXAMPLES", "60"))
@@ -41,30 +38,11 @@ SAMPLES = [
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     """One real server for the whole module, with small limits to reach."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "ocr_sse", "--port", str(port),
-            "--max-file-size", "2000", "--max-files", "3", "--max-parts", "8",
-            "--max-field-size", "500", "--read-timeout", "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while get(port, "/healthz")[0] != 200:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()  # a server stuck in a loop does not see SIGTERM
-            process.wait()
-            raise
+    with running_server(
+        "--max-file-size", "2000", "--max-files", "3", "--max-parts", "8",
+        "--max-field-size", "500", "--read-timeout", "2",
+    ) as url:  # fmt: skip
+        yield int(url.rpartition(":")[2])
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

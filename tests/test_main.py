@@ -66,7 +66,8 @@ def running_server(*flags: str, stderr: IO[bytes] | None = None) -> Iterator[str
         try:
             process.wait(timeout=15)
         finally:
-            process.kill()
+            process.kill()  # a server stuck in a loop never handles SIGINT
+            process.wait()
 
 
 @pytest.fixture
