@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -13,6 +12,7 @@ from .config import Config
 from .handler import RUNTIME, OnImage, Runtime, expect_upload, handle_upload
 from .limits import MemoryBudget, RateLimiter, UploadSlots
 from .metrics import Metrics, PrometheusMetrics
+from .pool import ThreadPool
 
 __all__ = ("CONFIG", "create_app", "setup", "standalone_app", "stop_uploads")
 
@@ -95,12 +95,10 @@ def _runtime(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
-        executor = ThreadPoolExecutor(
-            max_workers=config.validation_threads, thread_name_prefix="ocr_sse-decode"
-        )
+        decoders = ThreadPool(config.validation_threads, name="ocr_sse-decode")
         app[RUNTIME] = Runtime(
             config=config,
-            executor=executor,
+            decoders=decoders,
             slots=UploadSlots(limit=config.max_uploads),
             memory=MemoryBudget(limit=config.memory_budget),
             rate=RateLimiter(per_minute=config.rate_limit)
@@ -110,7 +108,7 @@ def _runtime(
             on_image=on_image,
         )
         yield
-        executor.shutdown(wait=True, cancel_futures=True)
+        decoders.shutdown()
 
     return runtime
 

@@ -8,7 +8,7 @@ upload (:func:`handle_upload`, :func:`_stream_upload`, :func:`_run_upload`):
 2. ``upload_started`` is written before the first part is read;
 3. the parts are read one by one (:func:`_read_files`): each file is counted
    and kept (in memory, or spooled to a temporary file), handed to the
-   executor for decoding, and reported with ``image_received`` and
+   decoding threads, and reported with ``image_received`` and
    ``image_validation_start``, while the next part is read;
 4. a second task (:func:`_write_results`) writes the results in file order
    as the decodes finish, after the app's ``on_image`` hook if it has one;
@@ -31,7 +31,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
-from concurrent.futures import Executor
 from typing import Any, BinaryIO, TypeVar, cast
 
 import attrs
@@ -61,6 +60,7 @@ from .events import (
 from .limits import MemoryBudget, RateLimiter, UploadSlots
 from .metrics import Metrics
 from .parts import FILE_FIELD, Data, DelimiterScanner, read_head
+from .pool import ThreadPool
 
 __all__ = (
     "RUNTIME",
@@ -114,7 +114,8 @@ class Runtime:
     """What the uploads of one app share: settings, limits, decoding threads."""
 
     config: Config
-    executor: Executor
+    #: The threads that decode images.
+    decoders: ThreadPool
     slots: UploadSlots
     #: Shared by the large files of all uploads (Config.memory_budget).
     memory: MemoryBudget
@@ -555,7 +556,7 @@ def _validate_later(
 
     The checks run in the contract's order: size and position first, then
     the magic bytes (already looked at as the file arrived), then the decode
-    in the executor.
+    in a decoding thread.
     """
     config = runtime.config
     try:
@@ -573,16 +574,14 @@ def _validate_later(
         done.set_result(rejected)
         return done
     assert source is not None, "a file that passed its checks was kept"
-    return asyncio.wrap_future(
-        runtime.executor.submit(
-            _validate_quietly,
-            source,
-            file_index=file_index,
-            file_name=file_name,
-            size=size,
-            allowed=config.allowed_formats,
-            max_pixels=config.max_pixels,
-        )
+    return runtime.decoders.submit(
+        _validate_quietly,
+        source,
+        file_index=file_index,
+        file_name=file_name,
+        size=size,
+        allowed=config.allowed_formats,
+        max_pixels=config.max_pixels,
     )
 
 

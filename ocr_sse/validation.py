@@ -6,7 +6,7 @@ The checks run in the contract's order, cheapest first:
    per-file size limit, past the per-upload count limit;
 2. :func:`detect_format` on the first bytes: magic-byte detection against
    the allow-list;
-3. :func:`decode` in an executor: a full decode with Pillow, restricted to
+3. :func:`decode` in a thread: a full decode with Pillow, restricted to
    the detected format, under a pixel limit.
 
 Every failure is an :class:`~ocr_sse.errors.InvalidImage` carrying the
@@ -122,7 +122,7 @@ def decode(
 ) -> tuple[int, int]:
     """Decode every pixel of the image in *source*; return its width and height.
 
-    Blocks for as long as the decoder runs: call it from an executor.
+    Blocks for as long as the decoder runs: call it from a thread.
     """
     # Pillow's own guard warns past MAX_IMAGE_PIXELS and raises past twice
     # that; a warning is treated as the error it is by lowering our limit.

@@ -100,13 +100,13 @@ async def settled(
 ) -> None:
     """Wait until every upload has let go of its slot, tasks, decodes, memory
     and temporary files (each spooled file holds a descriptor until closed)."""
-    executor = runtime.executor
+    decoders = runtime.decoders
     async with asyncio.timeout(10):
         while (
             runtime.slots.in_use
             or runtime.memory.in_use
             or len(asyncio.all_tasks()) > baseline_tasks
-            or executor._work_queue.qsize()  # type: ignore[attr-defined]
+            or decoders.queued
             or (baseline_files is not None and open_files() > baseline_files)
         ):
             await asyncio.sleep(0.02)
