@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 from pathlib import Path
@@ -93,6 +94,57 @@ async def test_the_success_event_waits_for_the_hook(aiohttp_client: Any) -> None
         "all_images_validated",
         "processing_complete",
     ]
+
+
+@pytest.mark.parametrize(
+    ("size", "files", "received"),
+    [(137, 80, 66), (400_000, 8, 5), (1_100_000, 6, 4)],
+    ids=["tiny", "400KB", "1.1MB"],
+)
+async def test_an_upload_reads_ahead_of_its_results_by_files_and_bytes(
+    aiohttp_client: Any, size: int, files: int, received: int
+) -> None:
+    """While the first file's result is held up, the upload goes on reading
+    until the files waiting for their results number twice the decoding
+    threads and hold 1 MiB, or number 64: then it stops reading, so the
+    client's later files are received only once the results move again."""
+    release = asyncio.Event()
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        await release.wait()
+
+    app = ocr_sse.setup(
+        web.Application(),
+        config=Config(validation_threads=1, max_files=100),
+        on_image=on_image,
+    )
+    client = await aiohttp_client(app)
+    if size < 1000:
+        data = images.png()
+    else:
+        side = round((size / 0.96) ** 0.5)
+        data = images.noise_jpeg(width=side, height=side)
+    assert abs(len(data) - size) < size / 10
+    response = await client.post(
+        "/api/ocr",
+        data=io.BytesIO(
+            multipart([("images", f"{n}.img", data) for n in range(files)])
+        ),
+        headers={"Content-Type": CONTENT_TYPE},
+    )
+    raw = b""
+    async with asyncio.timeout(10):
+        while raw.count(b"event: image_received") < received:
+            raw += await response.content.readline()
+    with pytest.raises(TimeoutError):  # and no further while the first is held
+        while True:
+            raw += await asyncio.wait_for(response.content.readline(), 0.5)
+    assert raw.count(b"event: image_received") == received
+    release.set()
+    events = read_events(raw + await response.read())
+    assert types(events).count("image_received") == files
+    assert events[-1] == ("processing_complete", events[-1][1])
+    assert events[-1][1]["successful_files"] == files
 
 
 async def test_a_failing_hook_fails_its_file_and_the_upload_goes_on(
