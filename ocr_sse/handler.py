@@ -76,7 +76,6 @@ __all__ = (
 logger = logging.getLogger("ocr_sse")
 
 _T = TypeVar("_T")
-_O = TypeVar("_O")
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -790,7 +789,8 @@ async def _write_results(
 ) -> None:
     while (file := await pending.get()) is not None:
         try:
-            outcome = await _unless_client_leaves(upload.request, file.outcome)
+            await _unless_client_leaves(upload.request, file.outcome)
+            outcome = file.outcome.result()
             if upload.runtime.on_image is not None and not isinstance(
                 outcome, InvalidImage
             ):
@@ -848,40 +848,43 @@ async def _hand_over(
     )
     try:
         await _unless_client_leaves(upload.request, hook)
-    except Exception as exc:
-        logger.exception(
+    finally:
+        hook.cancel()  # a client that left takes its hook with it
+    if (failure := hook.exception()) is not None:
+        logger.error(
             "on_image failed session_id=%s file_index=%d",
             upload.session_id,
             file.file_index,
+            exc_info=failure,
         )
         # The contract has no error code for a file the app refused; the
         # message says what happened.
         return InvalidImage(
-            CorruptedFile(), f"the image could not be processed: {describe(exc)}"
+            CorruptedFile(), f"the image could not be processed: {describe(failure)}"
         )
-    finally:
-        hook.cancel()  # a client that left takes its hook with it
     return info
 
 
 async def _unless_client_leaves(
-    request: web.Request, outcome: asyncio.Future[_O]
-) -> _O:
-    """Wait for a decode or a hook, watching the connection meanwhile.
+    request: web.Request, awaited: asyncio.Future[Any]
+) -> None:
+    """Wait until a decode or a hook is done, watching the connection meanwhile.
 
-    A read or a write notices a closed transport by failing; waiting on a
-    decode does neither, and aiohttp has no callback for the moment a
-    connection closes, so the transport is looked at a few times a second.
+    A client that left is a ``ConnectionResetError``; what *awaited* itself
+    raised is for its caller to read.  A read or a write notices a closed
+    transport by failing; waiting on a decode does neither, and aiohttp has
+    no callback for the moment a connection closes, so the transport is
+    looked at a few times a second.
     """
     while True:
-        if not outcome.done():
-            await asyncio.wait([outcome], timeout=CONNECTION_CHECK_INTERVAL)
-        # Looked at once more when the wait ends: the result is for nobody
+        if not awaited.done():
+            await asyncio.wait([awaited], timeout=CONNECTION_CHECK_INTERVAL)
+        # Looked at once more when the wait ends: the outcome is for nobody
         # if the client left meanwhile.
         if _client_gone(request):
-            raise ConnectionResetError("the client left while its files were decoded")
-        if outcome.done():
-            return outcome.result()
+            raise ConnectionResetError("the client left while its files were validated")
+        if awaited.done():
+            return
 
 
 class _StallWatch:

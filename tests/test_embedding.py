@@ -18,7 +18,6 @@ from ocr_sse.metrics import PrometheusMetrics
 
 from . import images
 from .test_endpoint import post as post_body
-from .test_faults import RawUpload
 from .wire import CONTENT_TYPE, multipart, read_events, types
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -175,27 +174,6 @@ async def test_a_failing_hook_fails_its_file_and_the_upload_goes_on(
     ]
     assert events[-1][1]["successful_files"] == 1
     assert "on_image failed" in caplog.text
-
-
-async def test_a_client_that_leaves_cancels_the_hook(aiohttp_server: Any) -> None:
-    """The hook of an upload whose client went away is cancelled."""
-    entered, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def on_image(image: ocr_sse.ValidImage) -> None:
-        entered.set()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    server = await aiohttp_server(ocr_sse.setup(web.Application(), on_image=on_image))
-    upload = RawUpload(server.port, multipart([("images", "a.png", images.png())]))
-    await upload.open()
-    await upload.send(len(upload.body))
-    await asyncio.wait_for(entered.wait(), 5)
-    upload.vanish()
-    await asyncio.wait_for(cancelled.wait(), 5)
 
 
 async def test_the_readme_app_saves_valid_images_under_server_chosen_names(

@@ -42,8 +42,12 @@ async def start(request: pytest.FixtureRequest) -> AsyncIterator[Start]:
     as apps that cancel handlers on disconnect do; stop them afterwards."""
     runners = []
 
-    async def run(*, on_prepare: Any = None, **settings: Any) -> tuple[Server, Runtime]:
-        app = ocr_sse.setup(web.Application(), config=Config(**settings))
+    async def run(
+        *, on_prepare: Any = None, on_image: Any = None, **settings: Any
+    ) -> tuple[Server, Runtime]:
+        app = ocr_sse.setup(
+            web.Application(), config=Config(**settings), on_image=on_image
+        )
         if on_prepare is not None:
             app.on_response_prepare.append(on_prepare)
         runner = web.AppRunner(app, handler_cancellation=request.param)
@@ -203,7 +207,44 @@ async def test_a_client_leaving_during_a_decode_is_noticed_before_it_ends(
     assert disconnects(caplog)[0].endswith(
         (
             'error_type=ClientDisconnected reason="the client left while its files'
-            ' were decoded"',
+            ' were validated"',
+            'error_type=ClientDisconnected reason="the connection closed"',
+        )
+    )
+    await settled(runtime, len(asyncio.all_tasks()))
+
+
+async def test_a_client_leaving_during_the_hook_cancels_it(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that leaves while its upload waits on the app's hook, with
+    nothing left to read or write: the hook is cancelled and the upload
+    ends as a disconnect, even though the hook would never return."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    server, runtime = await start(on_image=on_image)
+    upload = RawUpload(server.port, multipart([("images", "a.png", images.png())]))
+    await upload.open()
+    await upload.send(len(upload.body))
+    await asyncio.wait_for(entered.wait(), 5)
+    upload.vanish()
+    await asyncio.wait_for(cancelled.wait(), 5)
+    async with asyncio.timeout(5):
+        while not disconnects(caplog):
+            await asyncio.sleep(0.01)
+    assert disconnects(caplog)[0].endswith(
+        (
+            'error_type=ClientDisconnected reason="the client left while its files'
+            ' were validated"',
             'error_type=ClientDisconnected reason="the connection closed"',
         )
     )
