@@ -441,13 +441,25 @@ def test_event_fields_are_keyword_only() -> None:
 
 
 def test_timestamps_always_carry_six_digits_of_fraction() -> None:
-    """At a whole second, and from another time zone, a timestamp is still
-    written as UTC with microseconds: 2026-11-22T10:00:00.000000Z."""
-    for stamp in (
-        datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC),
-        datetime(2026, 11, 22, 11, 0, 0, tzinfo=timezone(timedelta(hours=1))),
+    """At a whole second, and from another time zone, a time is still written
+    as UTC with microseconds: 2026-11-22T10:00:00.000000Z, in an event's
+    timestamp as in a file's processed_at."""
+    for stamp, written in (
+        (datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC), "2026-11-22T10:00:00.000000Z"),
+        (
+            datetime(2026, 11, 22, 11, 0, 0, tzinfo=timezone(timedelta(hours=1))),
+            "2026-11-22T10:00:00.000000Z",
+        ),
+        (
+            datetime(2026, 11, 22, 11, 0, 0, 5, tzinfo=timezone(timedelta(hours=1))),
+            "2026-11-22T10:00:00.000005Z",
+        ),
     ):
-        event = ImageValidationStart(file_index=0, file_name=None, timestamp=stamp)
-        assert orjson.loads(events.to_json(event))["data"]["timestamp"] == (
-            "2026-11-22T10:00:00.000000Z"
+        event = ImageValidationSuccess(
+            file_index=0, file_info=info(processed_at=stamp), timestamp=stamp
+        )
+        data = orjson.loads(events.to_json(event))["data"]
+        assert (data["timestamp"], data["file_info"]["processed_at"]) == (
+            written,
+            written,
         )
