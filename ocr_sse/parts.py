@@ -96,7 +96,9 @@ def disposition_parameters(header: str) -> dict[str, str]:
     for match in _PARAMETER.finditer(header):
         name, value = match.group(1).lower(), match.group(2).strip()
         if value.startswith('"'):
-            value = _ESCAPED.sub(r"\1", value[1:-1])
+            value = value[1:-1]
+            if "\\" in value:  # rare, and the substitution is not cheap
+                value = _ESCAPED.sub(r"\1", value)
         if name in params:
             raise ValueError(f"a part's Content-Disposition gives {name} twice")
         params[name] = value
