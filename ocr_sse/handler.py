@@ -558,6 +558,7 @@ async def _read_files(upload: _Upload, pending: asyncio.Queue[_Pending | None]) 
             outcome=_validate_later(
                 upload.runtime,
                 source,
+                detected=received.detected,
                 rejected=received.rejected,
                 file_index=file_index,
                 file_name=head.file_name,
@@ -588,6 +589,7 @@ def _validate_later(
     runtime: Runtime,
     source: bytes | BinaryIO | None,
     *,
+    detected: validation.DetectedFormat | None,
     rejected: InvalidImage | None,
     file_index: int,
     file_name: str | None,
@@ -618,6 +620,7 @@ def _validate_later(
     return runtime.decoders.submit(
         _validate_quietly,
         source,
+        detected=detected,
         file_index=file_index,
         file_name=file_name,
         size=size,
@@ -682,6 +685,8 @@ class _FileBuffer:
         memory: MemoryBudget,
     ) -> None:
         self.size = 0
+        #: The image type the first bytes tell, once they did.
+        self.detected: validation.DetectedFormat | None = None
         #: Why the first bytes already failed the file, if they did.
         self.rejected: InvalidImage | None = None
         #: The memory budget the bytes in memory hold; passes to the caller
@@ -760,7 +765,7 @@ class _FileBuffer:
                 break
         head = b"".join(pieces)
         try:
-            validation.detect_format(head, allowed=self._allowed)
+            self.detected = validation.detect_format(head, allowed=self._allowed)
         except InvalidImage as invalid:
             self.rejected = invalid
             self._drop()

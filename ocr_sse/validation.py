@@ -171,16 +171,20 @@ def validate(
     size: int,
     allowed: Collection[str],
     max_pixels: int,
+    detected: DetectedFormat | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> ImageFileInfo:
     """Detect and decode one file that passed :func:`check_arrival`.
 
-    A file object is read from its start, wherever it stands.
+    A file object is read from its start, wherever it stands.  A format
+    *detected* already, by :func:`detect_format` on the file's first bytes,
+    is not detected again.
     """
     started = time.perf_counter()
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    source.seek(0)
-    detected = detect_format(source.read(HEAD_SIZE), allowed=allowed)
+    if detected is None:
+        source.seek(0)
+        detected = detect_format(source.read(HEAD_SIZE), allowed=allowed)
     source.seek(0)
     width, height = decode(source, detected, max_pixels=max_pixels)
     return ImageFileInfo(

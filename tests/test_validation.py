@@ -447,6 +447,31 @@ def test_validate_reads_a_file_object() -> None:
     assert info.file_name is None
 
 
+def test_validate_trusts_a_format_already_detected() -> None:
+    """validate() given the format its caller detected decodes as that
+    format without detecting it again: a JPEG said to be a PNG is corrupt."""
+    data = images.jpeg(width=10, height=12)
+    facts = dict(
+        file_index=0,
+        file_name=None,
+        size=len(data),
+        allowed=DEFAULT_ALLOWED,
+        max_pixels=10_000,
+    )
+
+    info = validation.validate(
+        data, detected=validation.detect_format(data, allowed=DEFAULT_ALLOWED), **facts
+    )
+    assert (info.content_type, info.format, info.width) == ("image/jpeg", "JPEG", 10)
+    with pytest.raises(InvalidImage) as caught:
+        validation.validate(
+            data,
+            detected=validation.DetectedFormat(mime="image/png", pillow="PNG"),
+            **facts,
+        )
+    assert type(caught.value.code) is CorruptedFile
+
+
 def test_validate_refuses_unsupported_before_decoding() -> None:
     """validate() of a PDF raises UnsupportedFormat application/pdf."""
     with pytest.raises(InvalidImage) as caught:
