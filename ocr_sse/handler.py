@@ -15,10 +15,11 @@ upload (:func:`handle_upload`, :func:`_stream_upload`, :func:`_run_upload`):
 5. the stream ends with ``all_images_validated`` and ``processing_complete``,
    or with ``processing_error`` for an upload that cannot go on.
 
-Every frame goes out through one writer task (:class:`_EventWriter`).  A
-client that goes away is noticed when a read or a write fails on the closed
-connection, or, while a decode is awaited, by a look at the connection: the
-upload stops there and lets go of its slot, its files and its decodes.
+Every frame after ``upload_started`` goes out through one writer task
+(:class:`_EventWriter`).  A client that goes away is noticed when a read or
+a write fails on the closed connection, or, while a decode is awaited, by a
+look at the connection: the upload stops there and lets go of its slot, its
+files and its decodes.
 """
 
 from __future__ import annotations
@@ -303,13 +304,14 @@ async def _stream_upload(
     )
     outcome = "ClientDisconnected"
     try:
+        # Out before the first part is read, even if the body is already
+        # all here and would be read without a pause.  Written directly:
+        # nothing else writes yet, and the writer task would take one more
+        # turn of the loop (26 us of the first event's 0.6 ms).
+        await response.write(
+            encode(UploadStarted(total_files=total_files, session_id=upload.session_id))
+        )
         async with upload.out:
-            await upload.out.send(
-                UploadStarted(total_files=total_files, session_id=upload.session_id)
-            )
-            # Out before the first part is read, even if the body is already
-            # all here and would be read without a pause.
-            await upload.out.flush()
             runtime.metrics.upload_started(
                 first_event_seconds=time.monotonic() - upload.started
             )
@@ -1185,7 +1187,7 @@ class _UploadReader(MultipartReader):
 
 
 class _EventWriter:
-    """The stream's one writer: a task of its own writes what is queued.
+    """The stream's writer after its first event: a task that writes what is queued.
 
     :meth:`send` queues frames; the task writes everything queued by then
     in one go, so a burst of events costs one write, not one each.  It fills
