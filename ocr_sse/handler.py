@@ -918,7 +918,7 @@ class _ConnectionWatch:
                 if not self._gone or (task is not None and task.cancelling()):
                     raise
             except Exception:
-                pass
+                pass  # *awaited* failed: its caller reads how from it
             finally:
                 self._awaited = None
         # Looked at once more: the outcome is for nobody if the client left
