@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import io
+import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -17,6 +20,8 @@ from typing import IO
 
 import aiohttp
 import pytest
+
+from ocr_sse.__main__ import _LogWriter
 
 from . import images
 from .wire import CONTENT_TYPE, multipart, read_events, types
@@ -169,6 +174,37 @@ async def test_log_level_decides_which_lines_the_server_writes(
         for what in [line.split(" ocr_sse ", 1)[1].split(" session_id=")[0]]
     ]
     assert written == lines, logged
+
+
+def test_log_lines_are_written_in_batches_and_all_of_them_at_stop() -> None:
+    """The thread that writes the log writes lines queued together in one
+    go, in order, and what is still queued when it stops."""
+    writes: list[str] = []
+
+    class Stream(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return super().write(text)
+
+    stream = Stream()
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    writer = _LogWriter(records, stream, logging.Formatter("%(message)s"))
+    writer.start()
+    try:
+        for n in range(100):
+            records.put(logging.makeLogRecord({"msg": f"line {n}"}))
+        deadline = time.monotonic() + 5
+        while stream.getvalue().count("\n") < 100 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        records.put(logging.makeLogRecord({"msg": "last"}))
+    finally:
+        writer.stop()
+    assert stream.getvalue().splitlines() == [f"line {n}" for n in range(100)] + [
+        "last"
+    ]
+    # The first line wakes the thread and may go out alone, the rest gather
+    # for one write, and the last goes at the stop: not a write a line.
+    assert len(writes) <= 3
 
 
 async def test_sigterm_lets_uploads_finish_then_ends_the_rest() -> None:
