@@ -363,8 +363,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 class Server:
     """One server subprocess: started on a free port, stopped on the way out."""
 
-    def __init__(self, name: str, limits: Limits, logdir: Path) -> None:
+    def __init__(
+        self, name: str, limits: Limits, logdir: Path, *, source: Path = ROOT
+    ) -> None:
         self.name = name
+        #: The checkout it runs from (``python -m ocr_sse`` imports from here).
+        self.source = source
         self.limits = limits
         self.log = logdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.port = 0
@@ -433,7 +437,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                cwd=ROOT,
+                cwd=self.source,
                 env=env,
                 preexec_fn=_die_with_parent,
             )
