@@ -28,7 +28,7 @@ from .app import standalone_app, stop_uploads
 from .config import Config, ConfigError
 from .events import Event, to_json
 
-__all__ = ("DEFAULT_URL", "main", "upload_main")
+__all__ = ("DEFAULT_URL", "CannotListen", "main", "upload_main")
 
 
 def main(
@@ -54,7 +54,10 @@ def main(
     except ConfigError as exc:
         parser.error(str(exc))
     with _logging_off_the_loop(config.log_level.upper()):
-        asyncio.run(serve(config))
+        try:
+            asyncio.run(serve(config))
+        except CannotListen as exc:
+            parser.exit(1, f"ocr-sse: {exc}\n")
     return 0
 
 
@@ -145,6 +148,11 @@ class _LogWriter:
             pass  # stderr is gone: there is nowhere left to say so
 
 
+class CannotListen(Exception):
+    """The server cannot listen on its address: taken, not this machine's,
+    or a port it may not use."""
+
+
 async def serve(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then stop without cutting uploads short.
 
@@ -158,7 +166,13 @@ async def serve(config: Config) -> None:
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise CannotListen(
+                f"cannot listen on {config.host}:{config.port}: {reason}"
+            ) from None
         host, port = runner.addresses[0][:2]
         print(f"ocr-sse listening on http://{host}:{port}/api/ocr", flush=True)
         stop = asyncio.Event()

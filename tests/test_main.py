@@ -105,6 +105,19 @@ def test_bad_settings_exit_with_a_message_not_a_traceback(
     assert result.stdout == ""
 
 
+def test_a_taken_port_is_a_clear_error() -> None:
+    """A server whose port is taken says so and exits 1, with no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("--port", str(port))
+    assert result.returncode == 1
+    assert f"ocr-sse: cannot listen on 127.0.0.1:{port}: " in result.stderr
+    assert "address already in use" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+
+
 def test_help_lists_every_setting_with_its_variable() -> None:
     """--help names each flag, its environment variable and current value."""
     result = run("--help", OCR_SSE_MAX_FILES="7")
