@@ -28,85 +28,32 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # a sibling script, not a package
 
-Measured = dict[str, list[float]]
-Workload = Callable[
-    [aiohttp.ClientSession, bench.Server, bench.Payloads, bench.Plan, Measured],
-    Awaitable[None],
-]
+Run = Callable[[bench.Context, bench.Server], Awaitable[dict[str, Any]]]
 
-
-async def small(
-    http: aiohttp.ClientSession,
-    server: bench.Server,
-    payloads: bench.Payloads,
-    plan: bench.Plan,
-    out: Measured,
-) -> None:
-    """One upload of the benchmark's small images."""
-    await _throughput(http, server, payloads.small_parts(plan.small_files), out)
-
-
-async def large(
-    http: aiohttp.ClientSession,
-    server: bench.Server,
-    payloads: bench.Payloads,
-    plan: bench.Plan,
-    out: Measured,
-) -> None:
-    """One upload of the benchmark's 12-megapixel JPEGs."""
-    parts = [
-        bench.Part(f"photo-{i}.jpg", "image/jpeg", payloads.large[i % 2])
-        for i in range(plan.large_files)
-    ]
-    await _throughput(http, server, parts, out)
-
-
-async def latency(
-    http: aiohttp.ClientSession,
-    server: bench.Server,
-    payloads: bench.Payloads,
-    plan: bench.Plan,
-    out: Measured,
-) -> None:
-    """The benchmark's uploads of a few small images, one at a time."""
-    parts = payloads.small_parts(plan.lat_files)
-    for _ in range(plan.lat_serial):
-        seen = _checked(await bench.upload(http, server.url, parts), len(parts))
-        out["first event ms"].append((seen.ttfe or 0) * 1000)
-        out["last byte->result ms"].extend(t * 1000 for t in seen.file_latencies())
-
-
-async def _throughput(
-    http: aiohttp.ClientSession,
-    server: bench.Server,
-    parts: list[bench.Part],
-    out: Measured,
-) -> None:
-    cpu = server.cpu()
-    seen = _checked(await bench.upload(http, server.url, parts), len(parts))
-    out["files/s"].append(len(parts) / seen.wall)
-    out["CPU ms/file"].append((server.cpu() - cpu) / len(parts) * 1000)
-
-
-def _checked(seen: bench.Upload, files: int) -> bench.Upload:
-    if problem := bench.check("ocr_sse", seen, files=files, valid=files):
-        raise RuntimeError(problem)
-    return seen
-
-
-WORKLOADS: dict[str, Workload] = {"small": small, "large": large, "latency": latency}
+_THROUGHPUT = {"files_per_s": "files/s", "cpu_ms_per_file": "CPU ms/file"}
+#: Each workload: the benchmark's run of it, and the figures compared, as
+#: named in what the run returns and as printed here.
+WORKLOADS: dict[str, tuple[Run, dict[str, str]]] = {
+    "small": (bench.run_small, _THROUGHPUT),
+    "large": (bench.run_large, _THROUGHPUT),
+    "latency": (
+        bench.run_latency_1,
+        {"ttfe_ms": "first event ms", "file_ms": "last byte->result ms"},
+    ),
+}
 #: Latencies are compared as B minus A; the rest as B over A.
 DIFFERENCES = ("first event ms", "last byte->result ms")
 
 
 async def session(
-    workload: Workload,
+    workload: str,
     sources: dict[str, Path],
     *,
     rounds: int,
@@ -116,29 +63,41 @@ async def session(
 ) -> dict[str, dict[str, float]]:
     """Start a server of each version, alternate *rounds* of *workload*
     between them, stop them; return each one's medians."""
+    run, figures = WORKLOADS[workload]
     limits = bench.Limits.of(plan, payloads)
     servers = {
         label: bench.Server("ocr_sse", limits, logdir, source=source)
         for label, source in sources.items()
     }
-    measured: dict[str, Measured] = {label: defaultdict(list) for label in servers}
+    measured: dict[str, dict[str, list[float]]] = {
+        label: defaultdict(list) for label in servers
+    }
     try:
         for server in servers.values():
             server.start()
         async with aiohttp.ClientSession() as http:
+            ctx = bench.Context(
+                plan=plan, payloads=payloads, limits=limits, session=http
+            )
             for server in servers.values():
                 await server.ready(http)
-                await workload(http, server, payloads, plan, defaultdict(list))  # warm
+                await run(ctx, server)  # warm
             for turn in range(rounds):
                 order = list(servers.items())
                 for label, server in order[:: 1 if turn % 2 == 0 else -1]:
-                    await workload(http, server, payloads, plan, measured[label])
+                    out = await run(ctx, server)
+                    for key, figure in figures.items():
+                        value = out[key]
+                        if isinstance(value, list):
+                            measured[label][figure].extend(value)
+                        else:
+                            measured[label][figure].append(value)
     finally:
         for server in servers.values():
             server.stop()
     return {
-        label: {key: statistics.median(values) for key, values in figures.items()}
-        for label, figures in measured.items()
+        label: {figure: statistics.median(values) for figure, values in of.items()}
+        for label, of in measured.items()
     }
 
 
@@ -210,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 for n in range(args.sessions):
                     result = asyncio.run(
                         session(
-                            WORKLOADS[args.workload],
+                            args.workload,
                             sources,
                             rounds=args.rounds,
                             plan=plan,
