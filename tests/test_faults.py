@@ -122,6 +122,24 @@ def disconnects(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+async def left_while_validating(
+    caplog: pytest.LogCaptureFixture, *, within: float
+) -> None:
+    """Wait *within* seconds for the upload's disconnect line: it left while
+    its files were validated, noticed by the upload itself or by aiohttp
+    cancelling it."""
+    async with asyncio.timeout(within):
+        while not disconnects(caplog):
+            await asyncio.sleep(0.01)
+    assert disconnects(caplog)[0].endswith(
+        (
+            'error_type=ClientDisconnected reason="the client left while its files'
+            ' were validated"',
+            'error_type=ClientDisconnected reason="the connection closed"',
+        )
+    )
+
+
 @pytest.mark.parametrize(
     "memory_budget", [0, 64 * 1024 * 1024], ids=["spooled", "in-memory"]
 )
@@ -200,17 +218,7 @@ async def test_a_client_leaving_during_a_decode_is_noticed_before_it_ends(
     await upload.send(len(body))
     await upload.wait_for(b'"file_index":1,"file_name":"1.jpg","timestamp"')
     upload.vanish()
-    async with asyncio.timeout(10):
-        while not disconnects(caplog):
-            await asyncio.sleep(0.01)
-    # Noticed by the upload itself, or by aiohttp cancelling it.
-    assert disconnects(caplog)[0].endswith(
-        (
-            'error_type=ClientDisconnected reason="the client left while its files'
-            ' were validated"',
-            'error_type=ClientDisconnected reason="the connection closed"',
-        )
-    )
+    await left_while_validating(caplog, within=10)
     await settled(runtime, len(asyncio.all_tasks()))
 
 
@@ -238,16 +246,7 @@ async def test_a_client_leaving_during_the_hook_cancels_it(
     await asyncio.wait_for(entered.wait(), 5)
     upload.vanish()
     await asyncio.wait_for(cancelled.wait(), 5)
-    async with asyncio.timeout(5):
-        while not disconnects(caplog):
-            await asyncio.sleep(0.01)
-    assert disconnects(caplog)[0].endswith(
-        (
-            'error_type=ClientDisconnected reason="the client left while its files'
-            ' were validated"',
-            'error_type=ClientDisconnected reason="the connection closed"',
-        )
-    )
+    await left_while_validating(caplog, within=5)
     await settled(runtime, len(asyncio.all_tasks()))
 
 
