@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 
 import ocr_sse
 from ocr_sse import Config
@@ -18,7 +18,7 @@ from ocr_sse.metrics import PrometheusMetrics
 
 from . import images
 from .test_endpoint import post as post_body
-from .wire import CONTENT_TYPE, multipart, read_events, types
+from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, types
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -95,6 +95,26 @@ async def test_the_success_event_waits_for_the_hook(aiohttp_client: Any) -> None
     ]
 
 
+async def post_behind_a_held_file(
+    client: Any, data: bytes, *, files: int, held: asyncio.Event
+) -> ClientResponse:
+    """Post *files* copies of *data*: the first alone, the others once the
+    hook has it (*held* set), so that it is not still waiting with them."""
+    body = multipart([("images", f"{n}.img", data) for n in range(files)])
+    # The first file ends at the next delimiter: it goes with it.
+    delimiter = f"--{BOUNDARY}\r\n".encode()
+    cut = body.index(delimiter, 1) + len(delimiter)
+
+    async def arriving() -> AsyncIterator[bytes]:
+        yield body[:cut]
+        await held.wait()
+        yield body[cut:]
+
+    return await client.post(
+        "/api/ocr", data=arriving(), headers={"Content-Type": CONTENT_TYPE}
+    )
+
+
 @pytest.mark.parametrize(
     ("size", "files", "received"),
     [(137, 80, 66), (400_000, 8, 5), (1_100_000, 6, 4)],
@@ -107,9 +127,10 @@ async def test_an_upload_reads_ahead_of_its_results_by_files_and_bytes(
     until the files waiting for their results number twice the decoding
     threads and hold 1 MiB, or number 64: then it stops reading, so the
     client's later files are received only once the results move again."""
-    release = asyncio.Event()
+    held, release = asyncio.Event(), asyncio.Event()
 
     async def on_image(image: ocr_sse.ValidImage) -> None:
+        held.set()
         await release.wait()
 
     app = ocr_sse.setup(
@@ -124,13 +145,7 @@ async def test_an_upload_reads_ahead_of_its_results_by_files_and_bytes(
         side = round((size / 0.96) ** 0.5)
         data = images.noise_jpeg(width=side, height=side)
     assert abs(len(data) - size) < size / 10
-    response = await client.post(
-        "/api/ocr",
-        data=io.BytesIO(
-            multipart([("images", f"{n}.img", data) for n in range(files)])
-        ),
-        headers={"Content-Type": CONTENT_TYPE},
-    )
+    response = await post_behind_a_held_file(client, data, files=files, held=held)
     raw = b""
     async with asyncio.timeout(10):
         while raw.count(b"event: image_received") < received:
@@ -142,6 +157,54 @@ async def test_an_upload_reads_ahead_of_its_results_by_files_and_bytes(
     release.set()
     events = read_events(raw + await response.read())
     assert types(events).count("image_received") == files
+    assert events[-1] == ("processing_complete", events[-1][1])
+    assert events[-1][1]["successful_files"] == files
+
+
+async def test_a_full_upload_reads_again_once_half_of_its_files_are_done(
+    aiohttp_client: Any,
+) -> None:
+    """Once an upload stops reading, it reads again only when fewer than half
+    of the 64 files it holds are still waiting for their results, not as
+    soon as one is done: the client's next files are then read together."""
+    held, done = asyncio.Event(), asyncio.Semaphore(0)
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        held.set()
+        await done.acquire()
+
+    app = ocr_sse.setup(
+        web.Application(),
+        config=Config(validation_threads=1, max_files=100),
+        on_image=on_image,
+    )
+    client = await aiohttp_client(app)
+    files = 80
+    response = await post_behind_a_held_file(
+        client, images.png(), files=files, held=held
+    )
+    raw = b""
+
+    async def read_until(kind: bytes, count: int) -> None:
+        nonlocal raw
+        async with asyncio.timeout(10):
+            while raw.count(kind) < count:
+                raw += await response.content.readline()
+
+    # File 0 at the hook, 64 waiting, and one more read and held back.
+    await read_until(b"event: image_received", 66)
+    for n in range(1, 33):
+        done.release()
+        await read_until(b"event: image_validation_success", n)
+    with pytest.raises(TimeoutError):  # 32 still wait: nothing more is read
+        while True:
+            raw += await asyncio.wait_for(response.content.readline(), 0.5)
+    assert raw.count(b"event: image_received") == 66
+    done.release()  # 31 wait: the rest of the upload is read
+    await read_until(b"event: image_received", files)
+    for _ in range(files):
+        done.release()
+    events = read_events(raw + await response.read())
     assert events[-1] == ("processing_complete", events[-1][1])
     assert events[-1][1]["successful_files"] == files
 
