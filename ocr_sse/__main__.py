@@ -21,6 +21,7 @@ from typing import TextIO
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
 from . import __version__, client, progress
@@ -75,13 +76,52 @@ def _logging_off_the_loop(level: str) -> Iterator[None]:
         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"),
     )
     root = logging.getLogger()
-    root.addHandler(logging.handlers.QueueHandler(records))
+    root.addHandler(_QueueHandler(records))
     root.setLevel(level)
     writer.start()
     try:
         yield
     finally:
         writer.stop()
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Queues each record as it is, for the log thread to format.
+
+    The stock handler formats the message and copies the record in the event
+    loop, so that a record can cross to another process.  This queue stays in
+    the process, and what the loop logs are strings and numbers.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+class _AccessLogger(AbstractAccessLogger):
+    """aiohttp's access line, formatted by the log thread rather than the loop.
+
+    ``client "METHOD path HTTP/x.y" status bytes "referer" "user agent"``:
+    the Common Log Format's time is left out, as the line starts with it.
+    """
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def log(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> None:
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %d "%s" "%s"',
+            request.remote,
+            request.method,
+            request.path_qs,
+            *request.version,
+            response.status,
+            response.body_length,
+            request.headers.get("Referer", "-"),
+            request.headers.get("User-Agent", "-"),
+        )
 
 
 #: Seconds between two turns of the thread that writes the log.
@@ -162,7 +202,7 @@ async def serve(config: Config) -> None:
     aiohttp shut down.
     """
     app = standalone_app(config)
-    runner = web.AppRunner(app, shutdown_timeout=5)
+    runner = web.AppRunner(app, shutdown_timeout=5, access_log_class=_AccessLogger)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from typing import IO
 import aiohttp
 import pytest
 
-from ocr_sse.__main__ import _LogWriter
+from ocr_sse.__main__ import _LogWriter, _QueueHandler
 
 from . import images
 from .wire import CONTENT_TYPE, multipart, read_events, types
@@ -187,6 +188,67 @@ async def test_log_level_decides_which_lines_the_server_writes(
         for what in [line.split(" ocr_sse ", 1)[1].split(" session_id=")[0]]
     ]
     assert written == lines, logged
+
+
+async def test_each_request_gets_an_access_line(tmp_path: Path) -> None:
+    """The server logs each request at INFO on aiohttp.access: the client, the
+    request line, the status, the bytes written, the referer and user agent."""
+    with (tmp_path / "stderr").open("w+b") as stderr:
+        with running_server(stderr=stderr) as url:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(
+                    url + "/api/ocr?total_files=1",
+                    data=multipart([("images", "a.png", images.png())]),
+                    headers={"Content-Type": CONTENT_TYPE, "User-Agent": "bills/2.0"},
+                ) as response:
+                    sent = len(await response.read())
+                async with session.get(
+                    url + "/healthz", headers={"Referer": "http://a.example/"}
+                ) as response:
+                    await response.read()
+        stderr.seek(0)
+        logged = stderr.read().decode()
+    access = [
+        line.split(" INFO aiohttp.access ", 1)[1]
+        for line in logged.splitlines()
+        if " INFO aiohttp.access " in line
+    ]
+    upload = re.fullmatch(
+        r'127\.0\.0\.1 "POST /api/ocr\?total_files=1 HTTP/1\.1" 200 (\d+)'
+        r' "-" "bills/2\.0"',
+        access[0],
+    )
+    assert upload is not None, access[0]
+    # Counted as written, with the chunked encoding's framing.
+    assert int(upload.group(1)) > sent
+    assert access[1].startswith('127.0.0.1 "GET /healthz HTTP/1.1" 200 ')
+    assert access[1].endswith(f'"http://a.example/" "{aiohttp.http.SERVER_SOFTWARE}"')
+    assert len(access) == 2, logged
+
+
+def test_the_log_thread_formats_each_record_with_its_traceback() -> None:
+    """A record reaches the log thread as it was logged, and is formatted
+    there: its arguments merged, its traceback written out."""
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    stream = io.StringIO()
+    writer = _LogWriter(records, stream, logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("tests.log_thread")
+    logger.propagate = False
+    handler = _QueueHandler(records)
+    logger.addHandler(handler)
+    writer.start()
+    try:
+        try:
+            raise ZeroDivisionError("no files")
+        except ZeroDivisionError:
+            logger.exception("upload failed files=%d reason=%s", 2, "a bug")
+    finally:
+        writer.stop()
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "ERROR upload failed files=2 reason=a bug"
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[-1] == "ZeroDivisionError: no files"
 
 
 def test_log_lines_are_written_in_batches_and_all_of_them_at_stop() -> None:
