@@ -90,7 +90,9 @@ class _QueueHandler(logging.handlers.QueueHandler):
 
     The stock handler formats the message and copies the record in the event
     loop, so that a record can cross to another process.  This queue stays in
-    the process, and what the loop logs are strings and numbers.
+    the process, and what is logged here does not change once logged:
+    strings, numbers, session ids, and exceptions whose tracebacks the log
+    thread writes out.
     """
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
