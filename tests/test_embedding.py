@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,24 +95,73 @@ async def test_the_success_event_waits_for_the_hook(aiohttp_client: Any) -> None
     ]
 
 
-async def post_behind_a_held_file(
-    client: Any, data: bytes, *, files: int, held: asyncio.Event
-) -> ClientResponse:
-    """Post *files* copies of *data*: the first alone, the others once the
-    hook has it (*held* set), so that it is not still waiting with them."""
-    body = multipart([("images", f"{n}.img", data) for n in range(files)])
-    # The first file ends at the next delimiter: it goes with it.
-    delimiter = f"--{BOUNDARY}\r\n".encode()
-    cut = body.index(delimiter, 1) + len(delimiter)
+class HeldUpload:
+    """An upload of *files* copies of *data* to an app with one decoding
+    thread, whose hook awaits *wait()* for each valid image.
 
-    async def arriving() -> AsyncIterator[bytes]:
-        yield body[:cut]
-        await held.wait()
-        yield body[cut:]
+    The first file goes alone, the others once the hook has it, so that it
+    is not still waiting with them.  ``raw`` is the stream read so far.
+    """
 
-    return await client.post(
-        "/api/ocr", data=arriving(), headers={"Content-Type": CONTENT_TYPE}
-    )
+    def __init__(
+        self,
+        aiohttp_client: Any,
+        data: bytes,
+        *,
+        files: int,
+        wait: Callable[[], Awaitable[object]],
+    ) -> None:
+        self._aiohttp_client = aiohttp_client
+        self._body = multipart([("images", f"{n}.img", data) for n in range(files)])
+        self._wait = wait
+        self.raw = b""
+
+    async def start(self) -> None:
+        held = asyncio.Event()
+
+        async def on_image(image: ocr_sse.ValidImage) -> None:
+            held.set()
+            await self._wait()
+
+        app = ocr_sse.setup(
+            web.Application(),
+            config=Config(validation_threads=1, max_files=100),
+            on_image=on_image,
+        )
+        client = await self._aiohttp_client(app)
+        # The first file ends at the next delimiter: it goes with it.
+        delimiter = f"--{BOUNDARY}\r\n".encode()
+        cut = self._body.index(delimiter, 1) + len(delimiter)
+
+        async def arriving() -> AsyncIterator[bytes]:
+            yield self._body[:cut]
+            await held.wait()
+            yield self._body[cut:]
+
+        self._response: ClientResponse = await client.post(
+            "/api/ocr", data=arriving(), headers={"Content-Type": CONTENT_TYPE}
+        )
+
+    def count(self, kind: str) -> int:
+        return self.raw.count(f"event: {kind}\n".encode())
+
+    async def read_until(self, kind: str, count: int) -> None:
+        """Read until *count* events of *kind* have come."""
+        async with asyncio.timeout(10):
+            while self.count(kind) < count:
+                self.raw += await self._response.content.readline()
+
+    async def read_nothing_more(self) -> None:
+        """Fail if anything more comes within half a second."""
+        with pytest.raises(TimeoutError):
+            while True:
+                self.raw += await asyncio.wait_for(
+                    self._response.content.readline(), 0.5
+                )
+
+    async def events(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every event of the stream, once it has ended."""
+        return read_events(self.raw + await self._response.read())
 
 
 @pytest.mark.parametrize(
@@ -127,35 +176,20 @@ async def test_an_upload_reads_ahead_of_its_results_by_files_and_bytes(
     until the files waiting for their results number twice the decoding
     threads and hold 1 MiB, or number 64: then it stops reading, so the
     client's later files are received only once the results move again."""
-    held, release = asyncio.Event(), asyncio.Event()
-
-    async def on_image(image: ocr_sse.ValidImage) -> None:
-        held.set()
-        await release.wait()
-
-    app = ocr_sse.setup(
-        web.Application(),
-        config=Config(validation_threads=1, max_files=100),
-        on_image=on_image,
-    )
-    client = await aiohttp_client(app)
     if size < 1000:
         data = images.png()
     else:
         side = round((size / 0.96) ** 0.5)
         data = images.noise_jpeg(width=side, height=side)
     assert abs(len(data) - size) < size / 10
-    response = await post_behind_a_held_file(client, data, files=files, held=held)
-    raw = b""
-    async with asyncio.timeout(10):
-        while raw.count(b"event: image_received") < received:
-            raw += await response.content.readline()
-    with pytest.raises(TimeoutError):  # and no further while the first is held
-        while True:
-            raw += await asyncio.wait_for(response.content.readline(), 0.5)
-    assert raw.count(b"event: image_received") == received
+    release = asyncio.Event()
+    upload = HeldUpload(aiohttp_client, data, files=files, wait=release.wait)
+    await upload.start()
+    await upload.read_until("image_received", received)
+    await upload.read_nothing_more()  # while the first is held
+    assert upload.count("image_received") == received
     release.set()
-    events = read_events(raw + await response.read())
+    events = await upload.events()
     assert types(events).count("image_received") == files
     assert events[-1] == ("processing_complete", events[-1][1])
     assert events[-1][1]["successful_files"] == files
@@ -167,44 +201,22 @@ async def test_a_full_upload_reads_again_once_half_of_its_files_are_done(
     """Once an upload stops reading, it reads again only when fewer than half
     of the 64 files it holds are still waiting for their results, not as
     soon as one is done: the client's next files are then read together."""
-    held, done = asyncio.Event(), asyncio.Semaphore(0)
-
-    async def on_image(image: ocr_sse.ValidImage) -> None:
-        held.set()
-        await done.acquire()
-
-    app = ocr_sse.setup(
-        web.Application(),
-        config=Config(validation_threads=1, max_files=100),
-        on_image=on_image,
-    )
-    client = await aiohttp_client(app)
     files = 80
-    response = await post_behind_a_held_file(
-        client, images.png(), files=files, held=held
-    )
-    raw = b""
-
-    async def read_until(kind: bytes, count: int) -> None:
-        nonlocal raw
-        async with asyncio.timeout(10):
-            while raw.count(kind) < count:
-                raw += await response.content.readline()
-
+    done = asyncio.Semaphore(0)
+    upload = HeldUpload(aiohttp_client, images.png(), files=files, wait=done.acquire)
+    await upload.start()
     # File 0 at the hook, 64 waiting, and one more read and held back.
-    await read_until(b"event: image_received", 66)
+    await upload.read_until("image_received", 66)
     for n in range(1, 33):
         done.release()
-        await read_until(b"event: image_validation_success", n)
-    with pytest.raises(TimeoutError):  # 32 still wait: nothing more is read
-        while True:
-            raw += await asyncio.wait_for(response.content.readline(), 0.5)
-    assert raw.count(b"event: image_received") == 66
+        await upload.read_until("image_validation_success", n)
+    await upload.read_nothing_more()  # 32 still wait: nothing more is read
+    assert upload.count("image_received") == 66
     done.release()  # 31 wait: the rest of the upload is read
-    await read_until(b"event: image_received", files)
+    await upload.read_until("image_received", files)
     for _ in range(files):
         done.release()
-    events = read_events(raw + await response.read())
+    events = await upload.events()
     assert events[-1] == ("processing_complete", events[-1][1])
     assert events[-1][1]["successful_files"] == files
 
