@@ -58,8 +58,17 @@ def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
         assert doc["summary"]["latency_n"][server]["wall_s"] > 0
     table_cells = {(row["workload"], row["metric"]) for row in doc["table"]}
     assert {(w, doc["primary"][w]) for w in workloads} <= table_cells
-    # The table is printed too, one column per server.
-    assert all(server in done.stdout.splitlines()[0] for server in servers)
+    # The table is printed too, one column per server, and one for bare
+    # validation, with the cores each used.
+    header = done.stdout.splitlines()[0].split()
+    assert header[2:] == [*servers, "bare"]
+    cores = {
+        row["workload"]: row["values"]
+        for row in doc["table"]
+        if row["metric"] == "server_cpu"
+    }
+    assert cores["large"]["bare"] > 0
+    assert cores["large"]["ocr_sse"] > 0
     # Every server it started is gone: its port no longer answers.
     assert "server_logs" in doc["meta"]
 
