@@ -805,3 +805,42 @@ async def test_waiting_on_the_server_is_not_a_stalled_client(
     events = await upload(client, *files)
     assert types(events)[-1] == "processing_complete"
     assert events[-1][1]["successful_files"] == 4
+
+
+async def test_uploads_that_arrive_together_each_start_before_any_reads_a_file(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads whose bytes are all there at once each write ``upload_started``
+    before any of them hands a file to the decoding threads."""
+    client = await serve()
+    runtime = client.server.app[RUNTIME]
+    steps: list[str] = []
+    submit = runtime.decoders.submit
+    monkeypatch.setattr(
+        runtime.metrics,
+        "upload_started",
+        lambda *, first_event_seconds: steps.append("started"),
+    )
+    monkeypatch.setattr(
+        runtime.decoders,
+        "submit",
+        lambda *args, **kwargs: steps.append("decode") or submit(*args, **kwargs),
+    )
+    body = multipart([("images", "a.png", images.png())])
+    request = (
+        # HTTP/1.0: the stream comes unchunked, and ends with the connection.
+        f"POST /api/ocr HTTP/1.0\r\nContent-Type: {CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    streams = [
+        await asyncio.open_connection("127.0.0.1", client.port) for _ in range(3)
+    ]
+    for _, writer in streams:
+        writer.write(request)  # no await between them: they arrive together
+    for reader, writer in streams:
+        answer = await reader.read()
+        writer.close()
+        assert types(read_events(answer.partition(b"\r\n\r\n")[2]))[-1] == (
+            "processing_complete"
+        )
+    assert steps == ["started"] * 3 + ["decode"] * 3
