@@ -995,12 +995,12 @@ def log(text: str) -> None:
 # the table
 
 
-def _median(values: list[float]) -> float | None:
+def median_of(values: list[float]) -> float | None:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.median(values) if values else None
 
 
-def _p99(values: list[float]) -> float | None:
+def p99_of(values: list[float]) -> float | None:
     values = sorted(v for v in values if not math.isnan(v))
     return values[max(0, math.ceil(0.99 * len(values)) - 1)] if values else None
 
@@ -1031,11 +1031,11 @@ def summarize(
             for k in sorted(keys):
                 if isinstance(ok[0].get(k), list):
                     pooled = [v for r in ok for v in r[k]]
-                    row[f"{k}_median"] = _median(pooled)
-                    row[f"{k}_p99"] = _p99(pooled)
+                    row[f"{k}_median"] = median_of(pooled)
+                    row[f"{k}_p99"] = p99_of(pooled)
                     row[f"{k}_samples"] = len(pooled)
                 else:
-                    row[k] = _median([r[k] for r in ok if k in r])
+                    row[k] = median_of([r[k] for r in ok if k in r])
             out[w][s] = row
     for w, per in out.items():
         for s, row in per.items():
@@ -1065,7 +1065,7 @@ def _paired(
         for r in runs
         if r["workload"] == workload and r["ok"] and r.get(key)
     }
-    return _median(
+    return median_of(
         [
             value / by_rep[other, rep]
             for (name, rep), value in by_rep.items()

@@ -26,6 +26,16 @@ SUMMARY = re.compile(
             "latency",
             [("first event ms", "B-A"), ("last byte->result ms", "B-A")],
         ),
+        (
+            "latency_n",
+            [
+                ("first event median ms", "B/A"),
+                ("first event p99 ms", "B/A"),
+                ("last byte->result median ms", "B/A"),
+                ("last byte->result p99 ms", "B/A"),
+                ("wall s", "B/A"),
+            ],
+        ),
     ],
 )
 def test_quick_compare_sums_up_each_figure_over_the_sessions(
