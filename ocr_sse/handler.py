@@ -318,7 +318,7 @@ async def _stream_upload(
             upload.log("upload started", client=request.remote, total_files=total_files)
             # Uploads that arrive together write their first events before
             # any of them reads its body: with 100 at once, the first events
-            # came a quarter sooner and the results 4% sooner (README).
+            # came a quarter sooner and the results 4% sooner (docs/performance.md).
             await asyncio.sleep(0)
             ending = await _run_upload(upload)
             await upload.out.send(*ending)
