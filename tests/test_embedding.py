@@ -283,24 +283,28 @@ async def test_metrics_count_uploads_files_refusals_and_latency(
 ) -> None:
     """/metrics of the standalone app counts what its uploads did."""
     client = await aiohttp_client(ocr_sse.app.standalone_app(Config()))
+    png = images.png()
     await post(
-        client, multipart([("images", "a.png", images.png()), ("images", "b", b"")])
+        client,
+        multipart(
+            [("images", "a.png", png), ("images", "b", b""), ("images", "c.png", png)]
+        ),
     )
     refused = await client.post("/api/ocr", data=b"x", headers={"Content-Type": "a/b"})
     assert refused.status == 415
     text = await (await client.get("/metrics")).text()
     for sample in [
         'ocr_sse_uploads_total{outcome="complete"} 1.0',
-        'ocr_sse_files_total{result="valid"} 1.0',
+        'ocr_sse_files_total{result="valid"} 2.0',
         'ocr_sse_files_total{result="EmptyFile"} 1.0',
         'ocr_sse_refusals_total{status="415"} 1.0',
         "ocr_sse_uploads_in_flight 0.0",
         "ocr_sse_first_event_seconds_count 1.0",
-        "ocr_sse_file_result_seconds_count 2.0",
+        "ocr_sse_file_result_seconds_count 3.0",
     ]:
         assert sample in text, sample
     received = re.search(r"^ocr_sse_received_bytes_total (\S+)$", text, re.M)
-    assert received is not None and float(received.group(1)) > len(images.png())
+    assert received is not None and float(received.group(1)) > 2 * len(png)
 
 
 def test_metrics_count_disconnects() -> None:
