@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, cast
 
 import attrs
 import orjson
@@ -75,8 +75,6 @@ __all__ = (
 )
 
 logger = logging.getLogger("ocr_sse")
-
-_T = TypeVar("_T")
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -994,15 +992,19 @@ class _Body:
         self._request = request
         self._config = config
         self._stall = stall
-        self._loop = asyncio.get_running_loop()
 
     async def parts(self) -> AsyncIterator[_PartReader]:
-        reader = _UploadReader(
-            self._request.headers,
-            cast(StreamReader, _BodyStream(self._request.content)),
+        stream = _BodyStream(
+            self._request.content,
+            stall=self._stall,
+            size_limit=self._config.request_size_limit,
         )
+        reader = _UploadReader(self._request.headers, cast(StreamReader, stream))
         for _ in range(self._config.max_parts):
-            part = await self._guard(reader.next())
+            try:
+                part = await reader.next()
+            except _MALFORMED as exc:
+                raise _malformed(exc) from None
             if part is None:
                 return
             if not isinstance(part, _PartReader):
@@ -1026,7 +1028,10 @@ class _Body:
         """Read *part* to its end, into *into*, or into nothing up to *limit*."""
         size = 0
         while not part.at_eof():
-            data = await self._guard(part.read_data())
+            try:
+                data = await part.read_data()
+            except _MALFORMED as exc:
+                raise _malformed(exc) from None
             if into is not None:
                 for piece in data:
                     await into.add(piece)
@@ -1038,25 +1043,11 @@ class _Body:
                     f"a form field is over the limit of {limit} bytes",
                 )
 
-    async def _guard(self, read: Awaitable[_T]) -> _T:
-        """Await one read of the body, turning its failures into upload errors."""
-        config = self._config
-        self._stall.waiting_since = self._loop.time()
-        try:
-            result = await read
-        except _MALFORMED as exc:
-            raise UploadFailed(
-                ErrorType.MULTIPART_PARSING,
-                f"malformed multipart body: {describe(exc)}",
-            ) from None
-        finally:
-            self._stall.waiting_since = None
-        if self._request.content.total_bytes > config.request_size_limit:
-            raise UploadFailed(
-                ErrorType.MULTIPART_PARSING,
-                f"the body is over the limit of {config.request_size_limit} bytes",
-            )
-        return result
+
+def _malformed(exc: Exception) -> UploadFailed:
+    return UploadFailed(
+        ErrorType.MULTIPART_PARSING, f"malformed multipart body: {describe(exc)}"
+    )
 
 
 class _BodyStream:
@@ -1069,14 +1060,23 @@ class _BodyStream:
     over for each chunk.  Here a chunk stays as it arrived and a position
     moves through it: a part's data goes out as the chunk or views of it,
     and only the lines of part headers are cut out of it.
+
+    Its reads are the only waits on the client: each wait for a chunk is
+    noted for the upload's *stall* watch, and a body past *size_limit*
+    bytes fails the upload.
     """
 
     #: aiohttp's own bound on a line read with no limit given (its high
     #: water mark): the preamble, the boundary lines, the epilogue.
     MAX_LINE = 2 * 2**16
 
-    def __init__(self, content: StreamReader) -> None:
+    def __init__(
+        self, content: StreamReader, *, stall: _StallWatch, size_limit: int
+    ) -> None:
         self._content = content
+        self._stall = stall
+        self._size_limit = size_limit
+        self._loop = asyncio.get_running_loop()
         self._chunk = b""
         self._at = 0
 
@@ -1087,9 +1087,25 @@ class _BodyStream:
             # body is shared, and answers (b"", True) from its second call.
             if self._content.at_eof():
                 return False
-            self._chunk, _ = await self._content.readchunk()
+            self._chunk = await self._receive()
             self._at = 0
         return True
+
+    async def _receive(self) -> bytes:
+        # The one place an upload waits on its client, so the one place that
+        # tells the stall watch, and that looks at the size of the body:
+        # once a network chunk rather than once a read.
+        self._stall.waiting_since = self._loop.time()
+        try:
+            chunk, _ = await self._content.readchunk()
+        finally:
+            self._stall.waiting_since = None
+        if self._content.total_bytes > self._size_limit:
+            raise UploadFailed(
+                ErrorType.MULTIPART_PARSING,
+                f"the body is over the limit of {self._size_limit} bytes",
+            )
+        return chunk
 
     async def readline(self, *, max_line_length: int | None = None) -> bytes:
         """The next line, up to and with its LF; what is left at the end."""
