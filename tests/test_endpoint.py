@@ -20,7 +20,7 @@ from ocr_sse.handler import RUNTIME
 
 from . import images
 from .conftest import Serve
-from .wire import CONTENT_TYPE, multipart, read_events, types
+from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, types
 
 ONE_FILE = [
     "upload_started",
@@ -783,6 +783,73 @@ async def test_a_chunked_body_gives_the_same_events(serve: Serve, split: str) ->
         (d["file_info"]["file_name"], d["file_info"]["size_bytes"])
         for d in only(events, "image_validation_success")
     ] == [("a.png", len(png)), ("b.jpg", len(jpeg))]
+    assert types(events)[-1] == "processing_complete"
+
+
+_DISPOSITION = 'Content-Disposition: form-data; name="images"; filename="a.png"'
+
+
+@pytest.mark.parametrize(
+    ("head", "outcome"),
+    [
+        (f"{_DISPOSITION}\r\nContent-Type: image/png\r\n", "a.png"),
+        (f"{_DISPOSITION}\nContent-Type: image/png\n", "a.png"),
+        (f"{_DISPOSITION}\r\r\nContent-Type: image/png\r\n", "a.png"),
+        (f"X-Pad: {'x' * 5000}\r\nX-Pad: {'x' * 5000}\r\n{_DISPOSITION}\r\n", "a.png"),
+        ("X-N: 1\r\n" * 127 + f"{_DISPOSITION}\r\n", "a.png"),
+        ("X-N: 1\r\n" * 128 + f"{_DISPOSITION}\r\n", "MultipartParsingError"),
+        (f"X-N: 1\r2\r\n{_DISPOSITION}\r\n", "MultipartParsingError"),
+    ],
+    ids=[
+        "CRLF",
+        "LF",
+        "CR before CRLF",
+        "over 8190 bytes in all",
+        "128 lines",
+        "129 lines",
+        "CR in a value",
+    ],
+)
+async def test_part_heads_are_read_as_aiohttp_reads_them(
+    serve: Serve, head: str, outcome: str
+) -> None:
+    """A part's head is read as aiohttp's multipart reader reads it, line by
+    line, however its lines end: up to 128 lines, each up to 8190 bytes,
+    and no CR or LF inside a value."""
+    client = await serve()
+    png = images.png()
+    body = (
+        f"--{BOUNDARY}\r\n{head}\r\n".encode()
+        + png
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    status, _, raw = await post(client, body)
+    events = read_events(raw)
+    assert status == 200
+    if outcome == "MultipartParsingError":
+        assert types(events) == ["upload_started", "processing_error"]
+        assert events[-1][1]["error_type"] == outcome
+    else:
+        (success,) = only(events, "image_validation_success")
+        assert success["file_info"]["file_name"] == outcome
+        assert success["file_info"]["size_bytes"] == len(png)
+        assert types(events)[-1] == "processing_complete"
+
+
+async def test_a_part_with_no_head_is_skipped(serve: Serve) -> None:
+    """A part with no headers at all (its blank line right after the
+    boundary) is no file, even when its data holds a blank line."""
+    client = await serve()
+    png = images.png()
+    body = f"--{BOUNDARY}\r\n\r\nnot\r\n\r\na head\r\n".encode() + multipart(
+        [("images", "a.png", png)]
+    )
+    status, _, raw = await post(client, body)
+    events = read_events(raw)
+    assert status == 200
+    assert [
+        e["file_info"]["file_index"] for e in only(events, "image_validation_success")
+    ] == [0]
     assert types(events)[-1] == "processing_complete"
 
 
