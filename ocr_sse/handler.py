@@ -1061,9 +1061,9 @@ class _BodyStream:
     moves through it: a part's data goes out as the chunk or views of it,
     and only the lines of part headers are cut out of it.
 
-    Its reads are the only waits on the client: each wait for a chunk is
-    noted for the upload's *stall* watch, and a body past *size_limit*
-    bytes fails the upload.
+    Its reads are the only waits for the client to send: each wait for a
+    chunk is noted for the upload's *stall* watch, and a body past
+    *size_limit* bytes fails the upload.
     """
 
     #: aiohttp's own bound on a line read with no limit given (its high
@@ -1092,9 +1092,9 @@ class _BodyStream:
         return True
 
     async def _receive(self) -> bytes:
-        # The one place an upload waits on its client, so the one place that
-        # tells the stall watch, and that looks at the size of the body:
-        # once a network chunk rather than once a read.
+        # The one place an upload waits for its client to send, so the one
+        # place that tells the stall watch, and that looks at the size of the
+        # body: once a network chunk rather than once a read.
         self._stall.waiting_since = self._loop.time()
         try:
             chunk, _ = await self._content.readchunk()
