@@ -84,6 +84,14 @@ class DetectedFormat:
     pillow: str
 
 
+#: What each accepted image type is detected as, made once: a third of
+#: the time it takes to name a JPEG went to making its answer.
+_DETECTED = {
+    mime: DetectedFormat(mime=mime, pillow=pillow)
+    for mime, pillow in _PILLOW_FORMATS.items()
+}
+
+
 def check_arrival(
     *, file_index: int, size: int, max_file_size: int, max_files: int
 ) -> None:
@@ -109,12 +117,12 @@ def detect_format(head: bytes, *, allowed: Collection[str]) -> DetectedFormat:
         head, TYPES if head.startswith(_ZIP_SIGNATURE) else _UNZIPPED_TYPES
     )
     mime = kind.mime if kind is not None else "unknown"
-    pillow = _PILLOW_FORMATS.get(mime)
-    if pillow is None or pillow not in allowed:
+    detected = _DETECTED.get(mime)
+    if detected is None or detected.pillow not in allowed:
         raise InvalidImage(
             UnsupportedFormat(detected=mime), f"unsupported format: {mime}"
         )
-    return DetectedFormat(mime=mime, pillow=pillow)
+    return detected
 
 
 def decode(
