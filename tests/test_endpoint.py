@@ -796,6 +796,8 @@ _DISPOSITION = 'Content-Disposition: form-data; name="images"; filename="a.png"'
         (f"{_DISPOSITION}\nContent-Type: image/png\n", "a.png"),
         (f"{_DISPOSITION}\r\r\nContent-Type: image/png\r\n", "a.png"),
         (f"X-Pad: {'x' * 5000}\r\nX-Pad: {'x' * 5000}\r\n{_DISPOSITION}\r\n", "a.png"),
+        (f"X-Pad: {'x' * 8181}\r\n{_DISPOSITION}\r\n", "a.png"),
+        (f"X-Pad: {'x' * 8182}\r\n{_DISPOSITION}\r\n", "MultipartParsingError"),
         ("X-N: 1\r\n" * 127 + f"{_DISPOSITION}\r\n", "a.png"),
         ("X-N: 1\r\n" * 128 + f"{_DISPOSITION}\r\n", "MultipartParsingError"),
         (f"X-N: 1\r2\r\n{_DISPOSITION}\r\n", "MultipartParsingError"),
@@ -805,6 +807,8 @@ _DISPOSITION = 'Content-Disposition: form-data; name="images"; filename="a.png"'
         "LF",
         "CR before CRLF",
         "over 8190 bytes in all",
+        "a line of 8190 bytes",
+        "a line of 8191 bytes",
         "128 lines",
         "129 lines",
         "CR in a value",
@@ -814,8 +818,8 @@ async def test_part_heads_are_read_as_aiohttp_reads_them(
     serve: Serve, head: str, outcome: str
 ) -> None:
     """A part's head is read as aiohttp's multipart reader reads it, line by
-    line, however its lines end: up to 128 lines, each up to 8190 bytes,
-    and no CR or LF inside a value."""
+    line, however its lines end: up to 128 lines, each up to 8190 bytes
+    with its line end, and no CR or LF inside a value."""
     client = await serve()
     png = images.png()
     body = (
