@@ -1110,6 +1110,11 @@ class _BodyStream:
     async def readline(self, *, max_line_length: int | None = None) -> bytes:
         """The next line, up to and with its LF; what is left at the end."""
         limit = max_line_length or self.MAX_LINE
+        chunk, at = self._chunk, self._at
+        lf = chunk.find(b"\n", at)
+        if 0 <= lf < at + limit:  # all of it here, as nearly always
+            self._at = lf + 1
+            return chunk[at : lf + 1]
         pieces: list[bytes] = []
         size = 0
         while await self._more():
