@@ -16,6 +16,10 @@ Servers (the peers are fixtures under ``scripts/bench_peers/``):
 - ``collect``: the original Rust design's flow: collect every file, then
   validate, then stream.
 
+and, only when named in ``--servers``, ``minimal``: the least a server can do
+for small images (one coroutine, ocr_sse's validation and threads, no limits),
+for the ``small`` and ``parts`` workloads.
+
 The client is aiohttp in this process; it sends each body from an async
 generator, so it knows when each file's last byte went out, and it measures
 its own CPU use (``client cpu``) so a client-bound row can be told apart.
@@ -55,6 +59,8 @@ from PIL import Image, ImageChops
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "scripts" / "bench_peers"
 SERVERS = ("ceiling", "ocr_sse", "naive", "fastapi", "collect")
+#: Servers run only when named: they serve some workloads, not all.
+OPT_IN_SERVERS = ("minimal",)
 MB = 1_000_000
 MiB = 1024 * 1024
 SEND_CHUNK = 256 * 1024
@@ -414,6 +420,7 @@ class Server:
             "naive": "naive_aiohttp.py",
             "fastapi": "fastapi_sse.py",
             "collect": "collect_then_validate.py",
+            "minimal": "minimal.py",
         }[self.name]
         return [
             sys.executable,
@@ -879,7 +886,7 @@ async def run_all(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     names = [s for s in args.servers.split(",") if s]
     wanted = [w for w in args.workloads.split(",") if w]
     for name in names:
-        if name not in SERVERS:
+        if name not in SERVERS + OPT_IN_SERVERS:
             raise SystemExit(f"unknown server {name}")
     for name in wanted:
         if name not in WORKLOADS:

@@ -73,6 +73,36 @@ def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
     assert "server_logs" in doc["meta"]
 
 
+def test_the_minimal_peer_runs_when_named(tmp_path: Path) -> None:
+    """`--servers minimal` runs the opt-in peer on the small-part workloads,
+    whose every file it answers as the contract says."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--servers",
+            "ocr_sse,minimal",
+            "--workloads",
+            "parts,small",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["servers"] == ["ocr_sse", "minimal"]
+    for workload in ("parts", "small"):
+        cell = doc["summary"][workload]["minimal"]
+        assert cell["ok_runs"] == cell["runs"] >= 1, cell["errors"]
+    assert doc["summary"]["small"]["minimal"]["cpu_x_bare"] > 0
+
+
 def test_ratios_pair_the_runs_of_one_repetition() -> None:
     """A ratio to the ceiling is the median of each repetition's own ratio,
     so a slow repetition for every server does not skew it."""
