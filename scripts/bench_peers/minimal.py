@@ -99,7 +99,16 @@ async def upload(request: web.Request) -> web.StreamResponse:
         if end < 0 or len(buffer) < end + len(delimiter) + 2:
             chunk, _ = await request.content.readchunk()
             if not chunk:
-                raise web.HTTPBadRequest(text="the body ends inside a part")
+                await response.write(
+                    frame(
+                        "processing_error",
+                        session_id=sid,
+                        error_message="the body ends inside a part",
+                        error_type="MultipartParsingError",
+                    )
+                )
+                await response.write_eof()
+                return response
             buffer, at = buffer[at:] + chunk, 0
             valid += _finished(waiting, frames)
             if frames:
@@ -118,11 +127,12 @@ async def upload(request: web.Request) -> web.StreamResponse:
         try:
             detected = validation.detect_format(data, allowed=ALLOWED)
         except InvalidImage as invalid:
-            frames.append(result(index, name, invalid))
+            # Its result still waits its turn: results go out in file order.
+            outcome = asyncio.get_running_loop().create_future()
+            outcome.set_result(invalid)
         else:
-            waiting.append(
-                (index, name, pool.submit(check, data, index, name, detected))
-            )
+            outcome = pool.submit(check, data, index, name, detected)
+        waiting.append((index, name, outcome))
         index += 1
         at = end + len(delimiter)
         if buffer[at : at + 2] == b"--":
