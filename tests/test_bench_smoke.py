@@ -8,23 +8,31 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 
 
-def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
-    """`bench.py --quick` runs each workload on each server, saving the numbers."""
+def run_quick_bench(
+    tmp_path: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Run `bench.py --quick` with *args*; return the run and its JSON."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
+        [sys.executable, str(BENCH), "--quick", *args, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=50,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(out.read_text())
+    return done, json.loads(out.read_text())
+
+
+def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
+    """`bench.py --quick` runs each workload on each server, saving the numbers."""
+    done, doc = run_quick_bench(tmp_path)
     servers, workloads = doc["servers"], doc["workloads"]
     assert servers == ["ceiling", "ocr_sse", "naive", "fastapi", "collect"]
     assert workloads == [
@@ -76,26 +84,9 @@ def test_quick_bench_reports_every_server_and_workload(tmp_path: Path) -> None:
 def test_the_minimal_peer_runs_when_named(tmp_path: Path) -> None:
     """`--servers minimal` runs the opt-in peer on the small-part workloads,
     whose every file it answers as the contract says."""
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--quick",
-            "--servers",
-            "ocr_sse,minimal",
-            "--workloads",
-            "parts,small",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
+    _, doc = run_quick_bench(
+        tmp_path, "--servers", "ocr_sse,minimal", "--workloads", "parts,small"
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(out.read_text())
     assert doc["servers"] == ["ocr_sse", "minimal"]
     for workload in ("parts", "small"):
         cell = doc["summary"][workload]["minimal"]
