@@ -1000,13 +1000,16 @@ class _Body:
             size_limit=self._config.request_size_limit,
         )
         reader = _UploadReader(self._request.headers, cast(StreamReader, stream))
-        for _ in range(self._config.max_parts):
+        # One read more than max_parts: the last one must find the body's end.
+        for count in range(self._config.max_parts + 1):
             try:
                 part = await reader.next()
             except _MALFORMED as exc:
                 raise _malformed(exc) from None
             if part is None:
                 return
+            if count == self._config.max_parts:
+                break
             if not isinstance(part, _PartReader):
                 raise UploadFailed(
                     ErrorType.MULTIPART_PARSING,

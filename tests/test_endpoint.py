@@ -548,6 +548,24 @@ async def test_too_many_parts_end_the_upload(serve: Serve) -> None:
     assert len(only(events, "image_received")) == 3
 
 
+async def test_exactly_max_parts_parts_are_all_read(serve: Serve) -> None:
+    """An upload of max_parts parts, a field among them, completes."""
+    client = await serve(max_parts=3)
+    _, _, raw = await post(
+        client,
+        multipart(
+            [
+                ("note", None, b"for the accounts"),
+                ("images", "0.png", images.png()),
+                ("images", "1.png", images.png()),
+            ]
+        ),
+    )
+    events = read_events(raw)
+    assert types(events)[-1] == "processing_complete"
+    assert events[-1][1]["successful_files"] == 2
+
+
 async def test_large_form_fields_end_the_upload(serve: Serve) -> None:
     """A non-file field over max_field_size ends the upload."""
     client = await serve(max_field_size=100)
