@@ -7,13 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from aiohttp import web
 
-import ocr_sse
 from ocr_sse import Config
 from ocr_sse.config import ENV_PREFIX
-
-from . import images
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -37,11 +33,11 @@ def test_every_setting_is_documented_with_its_variable_and_flag() -> None:
 
 async def test_the_documented_client_test_works(aiohttp_client: Any) -> None:
     """The README's pytest-aiohttp example runs as written."""
-    client = await aiohttp_client(ocr_sse.setup(web.Application()))
-    events = [
-        e
-        async for e in ocr_sse.upload(
-            client.session, str(client.make_url("/api/ocr")), [images.png()]
-        )
+    (example,) = [
+        block
+        for block in re.findall(r"```python\n(.+?)```", README, re.DOTALL)
+        if "async def test_upload" in block
     ]
-    assert events[-1].type == "processing_complete"
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    await namespace["test_upload"](aiohttp_client)
