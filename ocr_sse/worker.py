@@ -10,10 +10,14 @@ worker, once told to stop (SIGTERM, SIGQUIT, SIGINT, ``max_requests``), first
 closes its listening sockets, then awaits :func:`ocr_sse.stop_uploads`, which
 gives the uploads in flight their grace period, and only then lets aiohttp
 shut down.  It is what ``ocr-sse`` does in ``serve()``, under gunicorn.
+
+It also writes ocr_sse's log lines to gunicorn's error log, at its
+``--log-level``, unless the app configured logging itself.
 """
 
 from __future__ import annotations
 
+import logging
 from types import FrameType
 
 from aiohttp import web
@@ -42,6 +46,7 @@ class GunicornWorker(GunicornWebWorker):
         app = self.wsgi
         if not isinstance(app, web.Application):
             raise RuntimeError(f"the app factory must return an Application: {app!r}")
+        self._log_uploads()
         runner = _DrainingRunner(
             app,
             logger=self.log,
@@ -56,6 +61,17 @@ class GunicornWorker(GunicornWebWorker):
 
         self.wsgi = runner_factory
         await super()._run()
+
+    def _log_uploads(self) -> None:
+        # gunicorn configures its own loggers only: with no logging set up
+        # by the app, the lines of each upload would reach no handler, and
+        # only warnings would be printed, by Python's last resort.
+        ours = logging.getLogger("ocr_sse")
+        if ours.handlers or logging.getLogger().handlers:
+            return
+        ours.setLevel(self.log.error_log.level)
+        for handler in self.log.error_log.handlers:
+            ours.addHandler(handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Gunicorn's SIGTERM handler only clears ``alive``; wake the serve

@@ -387,6 +387,20 @@ async def test_events_arrive_through_nginx_while_the_upload_is_sent(
     assert types(events)[-1] == "processing_complete"
 
 
+async def test_each_upload_is_logged_in_gunicorns_error_log(stack: Stack) -> None:
+    """The worker's upload lines reach gunicorn's error log, at its level (info)."""
+    async with aiohttp.ClientSession() as session:
+        events = await two_files_while_watching(session, stack.url)
+    session_id = events[0][1]["session_id"]
+    wanted = f"upload complete session_id={session_id} files=2 valid=2"
+    deadline = time.monotonic() + 10
+    while wanted not in stack.gunicorn_log.read_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {wanted!r} in the log:\n{stack.logs()}")
+        await asyncio.sleep(0.05)
+    assert f"upload started session_id={session_id}" in stack.gunicorn_log.read_text()
+
+
 async def test_a_file_over_the_size_limit_is_refused_through_nginx(
     stack: Stack,
 ) -> None:
