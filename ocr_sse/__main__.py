@@ -46,7 +46,8 @@ def main(
         prog="ocr-sse",
         description="Serve POST /api/ocr: multipart image uploads answered with"
         " Server-Sent Events.",
-        epilog="To send files to a server: ocr-sse upload FILE... (see"
+        epilog="Sizes take plain bytes or a K/M/G suffix (10MiB, 512k; binary"
+        " units). To send files to a server: ocr-sse upload FILE... (see"
         " ocr-sse upload --help).",
     )
     parser.add_argument("--version", action="version", version=__version__)
@@ -250,9 +251,10 @@ def upload_main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) ->
         prog="ocr-sse upload",
         description="Upload image files to an ocr-sse server in one request and"
         " show each file as it is received and validated.",
-        epilog="Exit status: 0 every file valid; 1 a file failed, or the upload"
-        " ended with processing_error; 2 bad arguments or a refusal (4xx, 5xx);"
-        " 3 the server cannot be reached.",
+        epilog="Exit status: 0 every file valid; 1 a file failed, the upload"
+        " ended with processing_error, or the stream broke the contract; 2 bad"
+        " arguments, a file that cannot be read, or a refusal (4xx, 5xx); 3 the"
+        " server cannot be reached, or the connection broke; 130 interrupted.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="an image to send")
     parser.add_argument(

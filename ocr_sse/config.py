@@ -177,7 +177,8 @@ class Config:
     max_pixels: int = _setting(
         50_000_000,
         _parse_int,
-        "most pixels (width x height) of an accepted image",
+        "most pixels (width x height) of an accepted image, at most Pillow's"
+        " own MAX_IMAGE_PIXELS",
         validator=_positive,
     )
     keepalive_interval: float = _setting(
@@ -314,7 +315,10 @@ def argument_parser(
     parser = parser or argparse.ArgumentParser(add_help=False)
     for field in attrs.fields(type(defaults)):
         value = getattr(defaults, field.name)
-        shown = "derived" if value is None else field.metadata["show"](value)
+        if value is None:  # max_request_size: the limit in force comes from others
+            shown = f"{defaults.request_size_limit}, derived"
+        else:
+            shown = field.metadata["show"](value)
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(
             flag,

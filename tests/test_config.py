@@ -10,7 +10,7 @@ import math
 import attrs
 import pytest
 
-from ocr_sse.config import ENV_PREFIX, Config, ConfigError
+from ocr_sse.config import ENV_PREFIX, Config, ConfigError, argument_parser
 
 MiB = 1024 * 1024
 
@@ -94,6 +94,15 @@ def test_request_limit_follows_file_limits() -> None:
     )
 
     assert config.request_size_limit == 4 * MiB
+
+
+def test_help_shows_the_request_limit_in_force() -> None:
+    """--help gives the derived request limit as a number, not only its rule."""
+    text = argument_parser(Config(max_file_size=1000, max_files=2)).format_help()
+
+    assert f"[OCR_SSE_MAX_REQUEST_SIZE, now {2000 + MiB}, derived]" in " ".join(
+        text.split()
+    )
 
 
 def test_explicit_request_limit_wins() -> None:
