@@ -3,10 +3,10 @@
 Uploads take and free memory by the network chunk (up to 256 KiB) and hold
 large files in it.  By default glibc hands the top of its heap back to the
 system once 512 KiB of it is free, and the next upload faults it back in a
-page at a time: 900 page faults for a 3.5 MB image, 3.5% of the server's CPU
+page at a time: 900 page faults for a 3.5 MB image, 3.8% of the server's CPU
 on 12 MP JPEGs (``scripts/bench.py``).  The standalone server keeps as much
-freed memory as its memory budget instead; an app that embeds the endpoint
-leaves its process's allocator alone.
+freed memory as its memory budget instead (at least 32 MiB); an app that
+embeds the endpoint leaves its process's allocator alone.
 """
 
 from __future__ import annotations
