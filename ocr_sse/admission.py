@@ -17,8 +17,15 @@ from .errors import Refused
 
 __all__ = ("check_request",)
 
-# RFC 2046 section 5.1.1: a boundary is 1 to 70 characters.
+# RFC 2046 section 5.1.1: a boundary is 1 to 70 characters, of
+#   bchars := bcharsnospace / " "
+#   bcharsnospace := DIGIT / ALPHA / "'" / "(" / ")" / "+" / "_" / "," / "-"
+#                    / "." / "/" / ":" / "=" / "?"
+# (a last space is stripped with the others by the Content-Type's parser).
+# Other characters would not even be bytes to look for: headers that are not
+# UTF-8 arrive as lone surrogates.
 _MAX_BOUNDARY = 70
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]+")
 # Nine digits are a billion files: anything longer is not a count.
 _COUNT = re.compile(r"[0-9]{1,9}")
 
@@ -45,6 +52,13 @@ def check_request(
             "Bad Request",
             "the multipart/form-data Content-Type needs a boundary of 1 to 70"
             " characters",
+        )
+    if not _BOUNDARY.fullmatch(boundary):
+        raise Refused(
+            400,
+            "Bad Request",
+            "the boundary may hold only letters, digits, spaces and '()+_,-./:=?"
+            " (RFC 2046 section 5.1.1)",
         )
     if content_length is not None and content_length > request_size_limit:
         raise Refused(

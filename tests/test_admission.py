@@ -122,6 +122,29 @@ def test_bad_boundary_is_400(content_type: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "boundary",
+    ["\udcff\udcfe", "caf\u00e9", "a\tb", "a@b", '"a[b]"'],
+    ids=["not-utf8", "not-ascii", "control", "at-sign", "brackets"],
+)
+def test_boundary_outside_rfc_2046_is_400(boundary: str) -> None:
+    """A boundary of characters RFC 2046 does not allow is 400, not a stream."""
+    refused = refusal(content_type=f"multipart/form-data; boundary={boundary}")
+
+    assert refused.status == 400
+    assert refused.detail == (
+        "the boundary may hold only letters, digits, spaces and '()+_,-./:=?"
+        " (RFC 2046 section 5.1.1)"
+    )
+
+
+def test_every_rfc_2046_boundary_character_is_accepted() -> None:
+    """Letters, digits, the RFC's punctuation and inner spaces are admitted."""
+    boundary = '"09azAZ\'()+_,-./:=? x"'
+
+    assert check(f"multipart/form-data; boundary={boundary}") is None
+
+
 # -- 413 ---------------------------------------------------------------------------
 
 

@@ -389,6 +389,27 @@ async def test_requests_that_are_not_uploads_are_refused(
     assert detail in problem["detail"] and problem["title"]
 
 
+async def test_a_boundary_of_bytes_that_are_not_utf8_is_refused(serve: Serve) -> None:
+    """A boundary of raw non-UTF-8 bytes: 400 before the stream, not an error in it."""
+    client = await serve()
+    body = (
+        b"--\xff\xfe\r\nContent-Disposition: form-data; name=images\r\n\r\n"
+        b"x\r\n--\xff\xfe--\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"POST /api/ocr HTTP/1.0\r\n"
+        b"Content-Type: multipart/form-data; boundary=\xff\xfe\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    head, _, problem = (await reader.read()).partition(b"\r\n\r\n")
+    writer.close()
+    assert head.startswith(b"HTTP/1.0 400 ")
+    assert b"Content-Type: application/problem+json" in head
+    assert "RFC 2046" in orjson.loads(problem)["detail"]
+
+
 async def test_declared_body_over_the_limit_is_refused_with_413(serve: Serve) -> None:
     """A Content-Length over the request limit is refused before reading it."""
     client = await serve(max_request_size=1000)
