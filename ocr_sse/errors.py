@@ -8,15 +8,36 @@ detects a problem decides how the client hears of it:
 * :class:`UploadFailed`: the stream ends early with ``processing_error``;
 * :class:`InvalidImage`: one file fails validation with an
   ``image_validation_error``, and the upload goes on.
+
+What each says is JSON-safe (:func:`without_surrogates`), whatever client
+bytes it quotes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from .events import ErrorCode, ErrorType
 
-__all__ = ("InvalidImage", "Refused", "UploadFailed", "describe")
+__all__ = (
+    "InvalidImage",
+    "Refused",
+    "UploadFailed",
+    "describe",
+    "without_surrogates",
+)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """*text* with each lone surrogate shown as U+FFFD.
+
+    Header bytes that are not UTF-8 arrive from aiohttp as lone surrogates,
+    which JSON cannot carry: orjson refuses them, and so would a client.
+    """
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 class Refused(Exception):
@@ -30,6 +51,7 @@ class Refused(Exception):
         *,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        detail = without_surrogates(detail)
         super().__init__(detail)
         self.status = status
         self.title = title
@@ -41,6 +63,7 @@ class UploadFailed(Exception):
     """The upload cannot go on; the stream ends with ``processing_error``."""
 
     def __init__(self, error_type: ErrorType, message: str) -> None:
+        message = without_surrogates(message)
         super().__init__(message)
         self.error_type = error_type
         self.message = message
@@ -50,6 +73,7 @@ class InvalidImage(Exception):
     """One file failed validation."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
+        message = without_surrogates(message)
         super().__init__(message)
         self.code = code
         self.message = message

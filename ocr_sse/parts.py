@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 import attrs
 
-from .errors import UploadFailed
+from .errors import UploadFailed, without_surrogates
 from .events import ErrorType
 
 __all__ = (
@@ -41,8 +41,6 @@ MAX_FILE_NAME = 255
 # senders must not use Content-Transfer-Encoding at all, but some old
 # clients send "binary", which is harmless.
 _IDENTITY = frozenset({"", "binary", "8bit", "7bit", "identity"})
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # RFC 6266 section 4.1: `; name=value`, the value a token or a quoted string
 # (RFC 9110 section 5.6.4, with backslash escapes).  The quoted string is
@@ -117,10 +115,7 @@ def _file_name(params: Mapping[str, str]) -> str | None:
             name = unquote(encoded, encoding=charset, errors="replace")
     if name is None:
         return None
-    name = name[:MAX_FILE_NAME]
-    # Header bytes that are not UTF-8 arrive as lone surrogates, which JSON
-    # cannot carry: each shows as U+FFFD.
-    return name if name.isascii() else _SURROGATE.sub("\ufffd", name)
+    return without_surrogates(name[:MAX_FILE_NAME])
 
 
 class DelimiterScanner:

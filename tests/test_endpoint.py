@@ -499,6 +499,9 @@ MALFORMED = {
     "base64 part": b"--testboundary1234\r\n"
     b'Content-Disposition: form-data; name="images"; filename="a"\r\n'
     b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--testboundary1234--\r\n",
+    "encoding not in UTF-8": b"--testboundary1234\r\n"
+    b'Content-Disposition: form-data; name="images"; filename="a"\r\n'
+    b"Content-Encoding: x\xff\r\n\r\nDATA\r\n--testboundary1234--\r\n",
     "nested multipart": b"--testboundary1234\r\n"
     b'Content-Disposition: form-data; name="images"\r\n'
     b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n"
@@ -542,6 +545,18 @@ async def test_a_malformed_body_is_said_in_words(
     _, _, raw = await post(client, MALFORMED[case])
     assert read_events(raw)[-1][1]["error_message"] == (
         f"malformed multipart body: {message}"
+    )
+
+
+async def test_header_bytes_that_are_not_utf8_are_quoted_as_replacements(
+    serve: Serve,
+) -> None:
+    """A part header value that is not UTF-8 shows as U+FFFD in the message."""
+    client = await serve()
+    _, _, raw = await post(client, MALFORMED["encoding not in UTF-8"])
+    assert read_events(raw)[-1][1]["error_message"] == (
+        "a part has Content-Encoding: x\ufffd; multipart/form-data parts must"
+        " carry their bytes as they are"
     )
 
 

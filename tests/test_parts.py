@@ -228,6 +228,16 @@ def test_encoded_part_message_is_capped() -> None:
     assert "x" * 41 not in caught.value.message
 
 
+def test_encoding_of_bytes_that_are_not_utf8_is_quoted_as_replacements() -> None:
+    """Lone surrogates (header bytes not in UTF-8) show as U+FFFD: JSON-safe."""
+    with pytest.raises(UploadFailed) as caught:
+        head('form-data; name="images"', Content_Transfer_Encoding="x\udcff")
+
+    assert caught.value.message.startswith(
+        "a part has Content-Transfer-Encoding: x\ufffd;"
+    )
+
+
 def test_encoding_is_refused_on_non_file_parts_too() -> None:
     """An encoded non-file field also fails the upload: it is never decoded."""
     with pytest.raises(UploadFailed):
