@@ -320,13 +320,12 @@ async def _stream_upload(
             await asyncio.sleep(0)
             ending = await _run_upload(upload)
             await upload.out.send(*ending)
-            await upload.out.flush()
-            outcome = (
-                ending[-1].error_type.value
-                if isinstance(ending[-1], ProcessingError)
-                else "complete"
-            )
-        await response.write_eof()
+            await upload.out.end()
+        outcome = (
+            ending[-1].error_type.value
+            if isinstance(ending[-1], ProcessingError)
+            else "complete"
+        )
     except ConnectionResetError as gone:
         upload.log(
             "upload ended", error_type=outcome, reason=upload.out.failure or gone
@@ -340,7 +339,9 @@ async def _stream_upload(
         # its client goes; the cleanup is the same, done by the unwinding.
         if _client_gone(request):
             upload.log(
-                "upload ended", error_type=outcome, reason="the connection closed"
+                "upload ended",
+                error_type=outcome,
+                reason=upload.out.failure or "the connection closed",
             )
         raise
     finally:
@@ -1251,7 +1252,7 @@ class _EventWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         #: Why the stream cannot be written any more, once it cannot.
-        self.failure: ConnectionResetError | None = None
+        self.failure: ConnectionError | None = None
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
         self._writes = _StallWatch(write_timeout)
@@ -1284,6 +1285,23 @@ class _EventWriter:
         await self._idle.wait()
         self._raise_failure()
 
+    async def end(self) -> None:
+        """Write everything sent so far, then the end of the stream.
+
+        The end is watched as every write is: aiohttp's ``write_eof()`` waits
+        for the socket to drain, and a client that stopped reading just
+        before it would hold the upload there forever.
+        """
+        await self.flush()
+        self._writes.waiting_since = self._loop.time()
+        try:
+            await self._response.write_eof()
+        except ConnectionError as exc:
+            self._fail(exc)
+        finally:
+            self._writes.waiting_since = None
+        self._raise_failure()
+
     def _queue(self, *frames: bytes) -> None:
         self._frames.extend(frames)
         self._idle.clear()
@@ -1306,10 +1324,12 @@ class _EventWriter:
                 self._last_write = self._loop.time()
                 if not self._frames:
                     self._idle.set()
-        except ConnectionResetError as exc:
+        except ConnectionError as exc:
+            # A connection reset, or aiohttp's "Connection lost" when it
+            # closes while a write waits for the socket to drain.
             self._fail(exc)
 
-    def _fail(self, failure: ConnectionResetError) -> None:
+    def _fail(self, failure: ConnectionError) -> None:
         if self.failure is None:
             self.failure = failure
         self._idle.set()

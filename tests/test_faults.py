@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -250,34 +251,77 @@ async def test_a_client_leaving_during_the_hook_cancels_it(
     await settled(runtime, len(asyncio.all_tasks()))
 
 
+async def small_send_buffer(request: web.Request, response: web.StreamResponse) -> None:
+    sock = request.transport.get_extra_info("socket")  # type: ignore[union-attr]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+async def send_without_reading(port: int, body: bytes) -> asyncio.StreamWriter:
+    """Send an upload from a socket with a small receive buffer; never read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        f"POST /api/ocr HTTP/1.1\r\nHost: t\r\nContent-Type: {CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    return writer
+
+
 async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A client that sends its upload but never reads the stream cannot hold
     the handler: once the socket buffers fill, the write times out."""
     caplog.set_level(logging.INFO, logger="ocr_sse")
-
-    async def small_send_buffer(
-        request: web.Request, response: web.StreamResponse
-    ) -> None:
-        sock = request.transport.get_extra_info("socket")  # type: ignore[union-attr]
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-
     server, runtime = await start(
         write_timeout=0.5, max_parts=1000, max_files=1000, on_prepare=small_send_buffer
     )
     # Long file names make every event large; 400 files fill any buffer.
     name = "n" * 250
     body = multipart([("images", f"{name}{n}", b"x") for n in range(400)])
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-    _, writer = await asyncio.open_connection(sock=sock)
-    writer.write(
-        f"POST /api/ocr HTTP/1.1\r\nHost: t\r\nContent-Type: {CONTENT_TYPE}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
+    writer = await send_without_reading(server.port, body)
+    async with asyncio.timeout(10):
+        while not disconnects(caplog):
+            await asyncio.sleep(0.05)
+    assert disconnects(caplog)[0].endswith(
+        'error_type=ClientDisconnected reason="the client stopped reading the event'
+        ' stream"'
+    )
+    await settled(runtime, len(asyncio.all_tasks()))
+    writer.close()
+
+
+async def test_a_client_that_stops_reading_at_the_end_is_dropped_too(
+    start: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of the stream is written under the write timeout as well: a
+    client that stopped reading just before it cannot hold the upload."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    transports = []
+
+    async def keep_transport(request: web.Request, _: web.StreamResponse) -> None:
+        transports.append(request.transport)
+
+    async def write_eof_to_a_client_that_reads_nothing(*_: Any) -> None:
+        # aiohttp's write_eof() waits for the socket to drain; when the
+        # client reads nothing, until the connection closes (here, at most
+        # until the client gives up, after 5 s).
+        for _ in range(500):
+            if transports[0].is_closing():
+                return
+            await asyncio.sleep(0.01)
+        raise ConnectionError("Connection lost")
+
+    monkeypatch.setattr(
+        web.StreamResponse, "write_eof", write_eof_to_a_client_that_reads_nothing
+    )
+    server, runtime = await start(write_timeout=0.5, on_prepare=keep_transport)
+    writer = await send_without_reading(
+        server.port, multipart([("images", "a.png", images.png())])
     )
     async with asyncio.timeout(10):
         while not disconnects(caplog):
@@ -288,6 +332,44 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
     )
     await settled(runtime, len(asyncio.all_tasks()))
     writer.close()
+
+
+async def test_a_client_that_resets_while_a_write_waits_is_noticed_at_once(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reset from a client whose stream is not being read ends the upload
+    when it arrives, not a write timeout later."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    transports = []
+
+    async def keep_transport(
+        request: web.Request, response: web.StreamResponse
+    ) -> None:
+        transports.append(request.transport)
+        await small_send_buffer(request, response)
+
+    server, runtime = await start(
+        write_timeout=60, max_parts=1000, max_files=1000, on_prepare=keep_transport
+    )
+    name = "n" * 250
+    body = multipart([("images", f"{name}{n}", b"x") for n in range(400)])
+    writer = await send_without_reading(server.port, body)
+    # Once the socket buffers are full, the stream's next write waits for
+    # them to drain, in a moment, and for good.
+    async with asyncio.timeout(10):
+        while not transports or not transports[0].get_write_buffer_size():
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()  # with no lingering: a reset
+    async with asyncio.timeout(5):
+        while not disconnects(caplog):
+            await asyncio.sleep(0.05)
+    assert disconnects(caplog)[0].endswith(
+        'error_type=ClientDisconnected reason="Connection lost"'
+    )
+    await settled(runtime, len(asyncio.all_tasks()))
 
 
 async def test_rate_limit_refuses_with_429_and_retry_after(start: Start) -> None:
