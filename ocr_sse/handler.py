@@ -285,7 +285,6 @@ async def _stream_upload(
 ) -> web.StreamResponse:
     started = time.monotonic()
     response = web.StreamResponse(headers=SSE_HEADERS)
-    await response.prepare(request)
     upload = _Upload(
         request=request,
         out=_EventWriter(
@@ -302,6 +301,9 @@ async def _stream_upload(
     )
     outcome = "ClientDisconnected"
     try:
+        # In the try: a client that sent its upload and closed at once is
+        # gone before the response can start.
+        await response.prepare(request)
         # Out before the first part is read, even if the body is already
         # all here and would be read without a pause.  Written directly:
         # nothing else writes yet, and the writer task would take one more

@@ -372,6 +372,38 @@ async def test_a_client_that_resets_while_a_write_waits_is_noticed_at_once(
     await settled(runtime, len(asyncio.all_tasks()))
 
 
+@pytest.mark.parametrize("how", ["close", "half-close"])
+async def test_a_client_that_closes_right_after_sending_leaves_no_error(
+    start: Start, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """An upload sent whole by a client that closes at once ends as a client
+    gone, not as aiohttp's "Error handling request" (a 500), and holds nothing."""
+    caplog.set_level(logging.INFO)
+    server, runtime = await start()
+    body = multipart([("images", "a.png", images.png())])
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(
+            f"POST /api/ocr HTTP/1.1\r\nHost: t\r\nContent-Type: {CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        if how == "close":
+            sock.close()
+        else:
+            sock.shutdown(socket.SHUT_WR)
+        async with asyncio.timeout(5):
+            while not any(r.name == "aiohttp.access" for r in caplog.records):
+                await asyncio.sleep(0.01)
+        await settled(runtime, len(asyncio.all_tasks()))
+        sock.close()
+        assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert disconnects(caplog)[0].endswith(
+            'reason="Cannot write to closing transport"'
+        )
+        caplog.clear()
+
+
 async def test_rate_limit_refuses_with_429_and_retry_after(start: Start) -> None:
     """Past rate_limit uploads a minute, one address is refused with 429."""
     server, _ = await start(rate_limit=2)
