@@ -179,8 +179,17 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
             raise Refused(417, "Expectation Failed", "only 100-continue is understood")
     except Refused as refusal:
         runtime.metrics.refused(refusal.status)
-        return problem_response(refusal)
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        response = problem_response(refusal)
+        # The client will not send the body it announced; the connection
+        # cannot go on, or the next request's bytes would be read as that
+        # body (RFC 9110 section 10.1.1).
+        response.force_close()
+        return response
+    # 1xx answers are HTTP/1.1's: an HTTP/1.0 client sends its body anyway.
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # Not part of the response the access log counts.
+        request.writer.output_size = 0
     return None
 
 

@@ -442,6 +442,42 @@ async def test_expect_continue_is_refused_before_the_body(serve: Serve) -> None:
     assert orjson.loads(raw)["status"] == 413
 
 
+async def test_a_refused_expect_continue_says_the_connection_closes(serve: Serve) -> None:
+    """A refusal before the announced body says the connection closes: a
+    client reusing it would have its next request read as that body."""
+    client = await serve()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"POST /api/ocr HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+    )
+    async with asyncio.timeout(5):
+        head = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        length = next(int(h[15:]) for h in head if h.startswith(b"Content-Length: "))
+        problem = await reader.readexactly(length)
+    writer.close()
+    assert head[0].startswith(b"HTTP/1.1 415 ")
+    assert b"Connection: close" in head
+    assert orjson.loads(problem)["status"] == 415
+
+
+async def test_an_http10_client_is_not_told_to_continue(serve: Serve) -> None:
+    """HTTP/1.0 has no 1xx answers: its upload gets the stream alone."""
+    client = await serve()
+    body = multipart([("images", "a.png", images.png())])
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        f"POST /api/ocr HTTP/1.0\r\nContent-Type: {CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        + body
+    )
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 200 ")
+    assert types(read_events(answer.partition(b"\r\n\r\n")[2])) == ONE_FILE
+
+
 async def test_expect_continue_lets_an_upload_in(serve: Serve) -> None:
     """An admissible upload sent with Expect: 100-continue streams as usual."""
     client = await serve()
