@@ -25,7 +25,7 @@ import attrs
 import filetype
 from filetype.types import TYPES
 from filetype.types.document import ZippedDocumentBase
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidImage, describe
 from .events import (
@@ -163,6 +163,12 @@ def decode(
         raise InvalidImage(
             CorruptedFile(),
             f"image has more pixels than the limit of {limit} pixels",
+        ) from None
+    except UnidentifiedImageError:
+        # Pillow's own message names the file object, with its address.
+        raise InvalidImage(
+            CorruptedFile(),
+            f"image does not decode: not a {detected.pillow} file Pillow can read",
         ) from None
     except Exception as exc:
         raise InvalidImage(
