@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import malloc
 from .config import Config
+from .errors import describe
 from .handler import RUNTIME, OnImage, Runtime, expect_upload, handle_upload
 from .limits import MemoryBudget, RateLimiter, UploadSlots
 from .metrics import Metrics, PrometheusMetrics
@@ -66,9 +69,11 @@ def standalone_app(config: Config) -> web.Application:
 
     It owns its process, so it also has glibc's malloc keep up to
     ``memory_budget`` bytes of freed memory for the next upload
-    (:mod:`ocr_sse.malloc`).
+    (:mod:`ocr_sse.malloc`), and logs a request aiohttp cannot parse as one
+    warning line rather than an error with a traceback.
     """
     malloc.keep_freed_memory(config.memory_budget)
+    logging.getLogger("aiohttp.server").addFilter(_ONE_LINE_PER_BAD_REQUEST)
     try:
         metrics: Metrics = PrometheusMetrics()
     except ImportError:
@@ -78,6 +83,24 @@ def standalone_app(config: Config) -> web.Application:
     if isinstance(metrics, PrometheusMetrics):
         app.router.add_get("/metrics", _exposition(metrics))
     return app
+
+
+class _OneLinePerBadRequest(logging.Filter):
+    """aiohttp logs each request it cannot parse at ERROR, with a traceback:
+    a client's bad bytes, which are no fault of the server, and a log a client
+    could flood.  Each is one WARNING line saying what was wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failure = record.exc_info[1] if record.exc_info else None
+        if isinstance(failure, HttpProcessingError):
+            record.msg, record.args = "%s: %s", (record.getMessage(), describe(failure))
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+#: One for every app: a logger keeps a filter once, however often it is added.
+_ONE_LINE_PER_BAD_REQUEST = _OneLinePerBadRequest()
 
 
 async def stop_uploads(app: web.Application) -> None:

@@ -226,6 +226,34 @@ async def test_each_request_gets_an_access_line(tmp_path: Path) -> None:
     assert len(access) == 2, logged
 
 
+async def test_a_request_aiohttp_cannot_parse_is_one_warning_line(
+    tmp_path: Path,
+) -> None:
+    """Bad HTTP from a client gets aiohttp's 400 and one WARNING line in the
+    log, not an error with a traceback."""
+    with (tmp_path / "stderr").open("w+b") as stderr:
+        with running_server(stderr=stderr) as url:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", int(url.rsplit(":", 1)[1])
+            )
+            writer.write(
+                b"POST /api/ocr HTTP/1.1\r\nHost: t\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+            )
+            answer = await reader.read()
+            writer.close()
+        stderr.seek(0)
+        logged = stderr.read().decode()
+    assert answer.startswith(b"HTTP/1.0 400 ")  # aiohttp answers as it can
+    warnings = [line for line in logged.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, logged
+    assert (
+        " WARNING aiohttp.server Error handling request from 127.0.0.1: "
+        in (warnings[0])
+    )
+    assert "Traceback" not in logged and " ERROR " not in logged
+
+
 def test_the_log_thread_formats_each_record_with_its_traceback() -> None:
     """A record reaches the log thread as it was logged, and is formatted
     there: its arguments merged, its traceback written out."""
