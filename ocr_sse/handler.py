@@ -1216,6 +1216,17 @@ class _UploadReader(MultipartReader):
         self._last_part = await self.fetch_next_part()
         return self._last_part
 
+    async def _read_boundary(self) -> None:
+        # After the closing boundary aiohttp reads two lines more, for the
+        # parent multipart of a nested one; a body has none, and RFC 2046
+        # says to ignore its epilogue.  A long line there failed uploads that
+        # were complete.
+        line = (await self._readline()).rstrip()
+        if line == self._boundary + b"--":
+            self._at_eof = True
+        elif line != self._boundary:
+            raise ValueError(f"Invalid boundary {line!r}, expected {self._boundary!r}")
+
     async def _read_until_first_boundary(self) -> None:
         # aiohttp reads the preamble line by line with no end but the body's:
         # a flood of CRLFs kept it busy for the whole request limit.  Browsers

@@ -442,7 +442,9 @@ async def test_expect_continue_is_refused_before_the_body(serve: Serve) -> None:
     assert orjson.loads(raw)["status"] == 413
 
 
-async def test_a_refused_expect_continue_says_the_connection_closes(serve: Serve) -> None:
+async def test_a_refused_expect_continue_says_the_connection_closes(
+    serve: Serve,
+) -> None:
     """A refusal before the announced body says the connection closes: a
     client reusing it would have its next request read as that body."""
     client = await serve()
@@ -594,6 +596,24 @@ async def test_header_bytes_that_are_not_utf8_are_quoted_as_replacements(
         "a part has Content-Encoding: x\ufffd; multipart/form-data parts must"
         " carry their bytes as they are"
     )
+
+
+@pytest.mark.parametrize(
+    "epilogue",
+    [b"", b"thanks\r\n", b"x" * 200_000, b"\r\n" * 10_000],
+    ids=["none", "a line", "one long line", "many lines"],
+)
+async def test_an_epilogue_after_the_closing_boundary_is_ignored(
+    serve: Serve, epilogue: bytes
+) -> None:
+    """Whatever follows the closing boundary (RFC 2046's epilogue) is not read."""
+    client = await serve()
+    _, _, raw = await post(
+        client, multipart([("images", "a.png", images.png())]) + epilogue
+    )
+    events = read_events(raw)
+    assert types(events) == ONE_FILE
+    assert events[-1][1]["successful_files"] == 1
 
 
 async def test_files_before_a_malformed_part_are_still_reported(serve: Serve) -> None:
