@@ -45,7 +45,11 @@ def check_request(
             "Unsupported Media Type",
             "the body must be multipart/form-data with the images in 'images' parts",
         )
-    boundary = mimetype.parameters.get("boundary", "")
+    boundaries = mimetype.parameters.getall("boundary", [""])
+    if len(boundaries) > 1:
+        # Which one a proxy in front believed is unknown.
+        raise Refused(400, "Bad Request", "the boundary is given more than once")
+    boundary = boundaries[0]
     if not 0 < len(boundary) <= _MAX_BOUNDARY:
         raise Refused(
             400,

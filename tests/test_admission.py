@@ -138,6 +138,14 @@ def test_boundary_outside_rfc_2046_is_400(boundary: str) -> None:
     )
 
 
+def test_a_boundary_given_twice_is_400() -> None:
+    """Two boundary parameters are refused: parsers differ on which one wins."""
+    refused = refusal(content_type="multipart/form-data; boundary=a; boundary=b")
+
+    assert refused.status == 400
+    assert refused.detail == "the boundary is given more than once"
+
+
 def test_every_rfc_2046_boundary_character_is_accepted() -> None:
     """Letters, digits, the RFC's punctuation and inner spaces are admitted."""
     boundary = '"09azAZ\'()+_,-./:=? x"'
