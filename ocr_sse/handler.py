@@ -309,6 +309,7 @@ async def _stream_upload(
         connection=_ConnectionWatch(request),
     )
     outcome = "ClientDisconnected"
+    started = False
     try:
         # In the try: a client that sent its upload and closed at once is
         # gone before the response can start.
@@ -324,6 +325,7 @@ async def _stream_upload(
             runtime.metrics.upload_started(
                 first_event_seconds=time.monotonic() - upload.started
             )
+            started = True
             upload.log("upload started", client=request.remote, total_files=total_files)
             # Uploads that arrive together write their first events before
             # any of them reads its body: with 100 at once, the first events
@@ -357,7 +359,7 @@ async def _stream_upload(
         raise
     finally:
         runtime.metrics.upload_ended(
-            outcome, received_bytes=request.content.total_bytes
+            outcome, received_bytes=request.content.total_bytes, started=started
         )
     return response
 

@@ -32,9 +32,15 @@ class Metrics:
         """A file's result (``valid`` or its error code) came *seconds* after
         its last byte."""
 
-    def upload_ended(self, outcome: str, *, received_bytes: int) -> None:
+    def upload_ended(
+        self, outcome: str, *, received_bytes: int, started: bool = True
+    ) -> None:
         """A stream ended: ``complete``, an ``error_type``, or
-        ``ClientDisconnected``; the request body held *received_bytes*."""
+        ``ClientDisconnected``; the request body held *received_bytes*.
+
+        *started* is false for a client that left before the first event:
+        :meth:`upload_started` was never called for it.
+        """
 
 
 class PrometheusMetrics(Metrics):
@@ -96,8 +102,11 @@ class PrometheusMetrics(Metrics):
         files.inc()
         self._file_latency.observe(seconds)
 
-    def upload_ended(self, outcome: str, *, received_bytes: int) -> None:
-        self._in_flight.dec()
+    def upload_ended(
+        self, outcome: str, *, received_bytes: int, started: bool = True
+    ) -> None:
+        if started:
+            self._in_flight.dec()
         self._uploads.labels(outcome=outcome).inc()
         self._bytes.inc(received_bytes)
         if outcome == "ClientDisconnected":

@@ -20,6 +20,7 @@ from aiohttp import web
 import ocr_sse
 from ocr_sse import Config
 from ocr_sse.handler import RUNTIME, Runtime
+from ocr_sse.metrics import Metrics, PrometheusMetrics
 
 from . import images
 from .wire import CONTENT_TYPE, multipart, read_events, types
@@ -44,10 +45,17 @@ async def start(request: pytest.FixtureRequest) -> AsyncIterator[Start]:
     runners = []
 
     async def run(
-        *, on_prepare: Any = None, on_image: Any = None, **settings: Any
+        *,
+        on_prepare: Any = None,
+        on_image: Any = None,
+        metrics: Metrics | None = None,
+        **settings: Any,
     ) -> tuple[Server, Runtime]:
         app = ocr_sse.setup(
-            web.Application(), config=Config(**settings), on_image=on_image
+            web.Application(),
+            config=Config(**settings),
+            on_image=on_image,
+            metrics=metrics,
         )
         if on_prepare is not None:
             app.on_response_prepare.append(on_prepare)
@@ -377,9 +385,11 @@ async def test_a_client_that_closes_right_after_sending_leaves_no_error(
     start: Start, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
     """An upload sent whole by a client that closes at once ends as a client
-    gone, not as aiohttp's "Error handling request" (a 500), and holds nothing."""
+    gone, not as aiohttp's "Error handling request" (a 500), holds nothing,
+    and is counted as a disconnect that was never in flight."""
     caplog.set_level(logging.INFO)
-    server, runtime = await start()
+    metrics = PrometheusMetrics()
+    server, runtime = await start(metrics=metrics)
     body = multipart([("images", "a.png", images.png())])
     for _ in range(5):
         sock = socket.create_connection(("127.0.0.1", server.port))
@@ -402,6 +412,8 @@ async def test_a_client_that_closes_right_after_sending_leaves_no_error(
             'reason="Cannot write to closing transport"'
         )
         caplog.clear()
+    assert metrics.registry.get_sample_value("ocr_sse_uploads_in_flight") == 0
+    assert metrics.registry.get_sample_value("ocr_sse_client_disconnects_total") == 5
 
 
 async def test_rate_limit_refuses_with_429_and_retry_after(start: Start) -> None:
