@@ -31,6 +31,12 @@ Post = Callable[..., Awaitable[tuple[int, Any, bytes]]]
 #: A JPEG of noise, slow enough to decode that a client can leave meanwhile.
 SLOW_JPEG = images.noise_jpeg(width=2500, height=2500)
 
+#: An upload whose events fill any socket buffer: long file names make every
+#: event large, and 400 files make enough of them.
+EVENTS_TO_FILL_ANY_BUFFER = multipart(
+    [("images", f"{'n' * 250}{n}", b"x") for n in range(400)]
+)
+
 
 @attrs.frozen
 class Server:
@@ -131,16 +137,21 @@ def disconnects(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+async def first_disconnect(caplog: pytest.LogCaptureFixture, *, within: float) -> str:
+    """Wait *within* seconds for an upload's disconnect line; return it."""
+    async with asyncio.timeout(within):
+        while not disconnects(caplog):
+            await asyncio.sleep(0.01)
+    return disconnects(caplog)[0]
+
+
 async def left_while_validating(
     caplog: pytest.LogCaptureFixture, *, within: float
 ) -> None:
     """Wait *within* seconds for the upload's disconnect line: it left while
     its files were validated, noticed by the upload itself or by aiohttp
     cancelling it."""
-    async with asyncio.timeout(within):
-        while not disconnects(caplog):
-            await asyncio.sleep(0.01)
-    assert disconnects(caplog)[0].endswith(
+    assert (await first_disconnect(caplog, within=within)).endswith(
         (
             'error_type=ClientDisconnected reason="the client left while its files'
             ' were validated"',
@@ -288,14 +299,8 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
     server, runtime = await start(
         write_timeout=0.5, max_parts=1000, max_files=1000, on_prepare=small_send_buffer
     )
-    # Long file names make every event large; 400 files fill any buffer.
-    name = "n" * 250
-    body = multipart([("images", f"{name}{n}", b"x") for n in range(400)])
-    writer = await send_without_reading(server.port, body)
-    async with asyncio.timeout(10):
-        while not disconnects(caplog):
-            await asyncio.sleep(0.05)
-    assert disconnects(caplog)[0].endswith(
+    writer = await send_without_reading(server.port, EVENTS_TO_FILL_ANY_BUFFER)
+    assert (await first_disconnect(caplog, within=10)).endswith(
         'error_type=ClientDisconnected reason="the client stopped reading the event'
         ' stream"'
     )
@@ -331,10 +336,7 @@ async def test_a_client_that_stops_reading_at_the_end_is_dropped_too(
     writer = await send_without_reading(
         server.port, multipart([("images", "a.png", images.png())])
     )
-    async with asyncio.timeout(10):
-        while not disconnects(caplog):
-            await asyncio.sleep(0.05)
-    assert disconnects(caplog)[0].endswith(
+    assert (await first_disconnect(caplog, within=10)).endswith(
         'error_type=ClientDisconnected reason="the client stopped reading the event'
         ' stream"'
     )
@@ -359,9 +361,7 @@ async def test_a_client_that_resets_while_a_write_waits_is_noticed_at_once(
     server, runtime = await start(
         write_timeout=60, max_parts=1000, max_files=1000, on_prepare=keep_transport
     )
-    name = "n" * 250
-    body = multipart([("images", f"{name}{n}", b"x") for n in range(400)])
-    writer = await send_without_reading(server.port, body)
+    writer = await send_without_reading(server.port, EVENTS_TO_FILL_ANY_BUFFER)
     # Once the socket buffers are full, the stream's next write waits for
     # them to drain, in a moment, and for good.
     async with asyncio.timeout(10):
@@ -371,10 +371,7 @@ async def test_a_client_that_resets_while_a_write_waits_is_noticed_at_once(
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()  # with no lingering: a reset
-    async with asyncio.timeout(5):
-        while not disconnects(caplog):
-            await asyncio.sleep(0.05)
-    assert disconnects(caplog)[0].endswith(
+    assert (await first_disconnect(caplog, within=5)).endswith(
         'error_type=ClientDisconnected reason="Connection lost"'
     )
     await settled(runtime, len(asyncio.all_tasks()))
