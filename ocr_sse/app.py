@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -106,11 +107,24 @@ _ONE_LINE_PER_BAD_REQUEST = _OneLinePerBadRequest()
 async def stop_uploads(app: web.Application) -> None:
     """Refuse new uploads; end those in flight after ``shutdown_grace``.
 
-    Runs on *app*'s shutdown.  aiohttp stops reading request bodies once its
-    shutdown starts, so an app that wants uploads still arriving to finish
-    awaits this itself first, as the standalone server does.
+    Stops the endpoint of *app* and of each of its sub-applications, all at
+    once.  Runs on the shutdown of each app the endpoint is on.  aiohttp stops
+    reading request bodies once its shutdown starts, so an app that wants
+    uploads still arriving to finish awaits this itself first, on its
+    top-level app, as the standalone server does.
     """
-    await app[RUNTIME].stop()
+    await asyncio.gather(*(runtime.stop() for runtime in _runtimes(app)))
+
+
+def _runtimes(app: web.Application) -> Iterator[Runtime]:
+    """The endpoint's runtime in *app* and in each app mounted below it."""
+    if RUNTIME in app:
+        yield app[RUNTIME]
+    for resource in app.router.resources():
+        # A sub-application's resource names it in its info, and only it.
+        mounted = resource.get_info().get("app")
+        if isinstance(mounted, web.Application):
+            yield from _runtimes(mounted)
 
 
 def _runtime(

@@ -347,3 +347,40 @@ async def test_every_log_line_of_an_upload_names_its_session(
         for r in caplog.records
         if r.name == "ocr_sse"
     )
+
+
+async def test_stop_uploads_on_the_top_app_stops_each_sub_apps_uploads_at_once(
+    aiohttp_client: Any,
+) -> None:
+    """``stop_uploads(app)`` finds the endpoint on each sub-app below *app*:
+    each upload still arriving there ends with "server shutting down" after
+    one grace period, not one per sub-app in turn."""
+    grace = 1.0
+    parent = web.Application()
+    for prefix in ("/a", "/b"):
+        child = ocr_sse.setup(web.Application(), config=Config(shutdown_grace=grace))
+        parent.add_subapp(prefix, child)
+    client = await aiohttp_client(parent)
+    whole = multipart([("images", "a.png", images.png())])
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield whole[:50]
+        await asyncio.sleep(3600)
+
+    async def upload(prefix: str) -> list[tuple[str, dict[str, Any]]]:
+        response = await client.post(
+            f"{prefix}/api/ocr",
+            data=stalled(),
+            headers={"Content-Type": CONTENT_TYPE},
+        )
+        return read_events(await response.read())
+
+    uploads = [asyncio.create_task(upload(prefix)) for prefix in ("/a", "/b")]
+    await asyncio.sleep(0.3)  # both streams have started
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(ocr_sse.stop_uploads(parent), 10)
+    took = asyncio.get_running_loop().time() - started
+    for events in await asyncio.wait_for(asyncio.gather(*uploads), 5):
+        assert types(events) == ["upload_started", "processing_error"]
+        assert events[-1][1]["error_message"] == "server shutting down"
+    assert grace <= took < 2 * grace
