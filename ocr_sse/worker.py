@@ -17,8 +17,10 @@ It also writes ocr_sse's log lines to gunicorn's error log, at its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import FrameType
+from typing import Any
 
 from aiohttp import web
 from aiohttp.worker import GunicornWebWorker
@@ -33,7 +35,8 @@ class GunicornWorker(GunicornWebWorker):
 
     Gunicorn's master waits ``--graceful-timeout`` seconds for its workers
     before it kills them, so set that above ``shutdown_grace`` plus a margin
-    (``stop_uploads`` may take ``shutdown_grace`` + 5 s).
+    (``stop_uploads`` may take ``shutdown_grace`` + 5 s); what is left of it,
+    less a second, bounds aiohttp's own shutdown.
     """
 
     #: What gunicorn loaded, ``create_app()``'s Application.
@@ -53,7 +56,9 @@ class GunicornWorker(GunicornWebWorker):
             keepalive_timeout=self.cfg.keepalive,
             access_log=self.log.access_log if self.cfg.accesslog else None,
             access_log_format=self._get_valid_log_format(self.cfg.access_log_format),
-            shutdown_timeout=self.cfg.graceful_timeout / 100 * 95,
+            # gunicorn kills a worker still alive after --graceful-timeout: a
+            # second is kept for the app's cleanup and the worker's exit.
+            stop_within=max(0.0, self.cfg.graceful_timeout - 1),
         )
 
         async def runner_factory() -> web.AppRunner:
@@ -81,11 +86,24 @@ class GunicornWorker(GunicornWebWorker):
 
 
 class _DrainingRunner(web.AppRunner):
-    """An AppRunner whose cleanup lets the uploads in flight finish first."""
+    """An AppRunner whose cleanup lets the uploads in flight finish first,
+    and is over within *stop_within* seconds of its start."""
+
+    def __init__(
+        self, app: web.Application, *, stop_within: float, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._stop_within = stop_within
 
     async def cleanup(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop_by = loop.time() + self._stop_within
         for site in self.sites:
             await site.stop()  # no new connections; the open ones keep reading
         if self.server is not None:  # setup() succeeded
             await stop_uploads(self.app)
+        # aiohttp then reads on the rest of each body its handler left unread,
+        # for up to 10 s, and waits up to its shutdown timeout for that: only
+        # what is left of the worker's time, or gunicorn kills it midway.
+        self._shutdown_timeout = max(0.0, stop_by - loop.time())
         await super().cleanup()

@@ -170,6 +170,7 @@ def start_stack(
     tmp: Path,
     *,
     worker_class: str = "ocr_sse.worker.GunicornWorker",
+    graceful_timeout: int = GRACEFUL_TIMEOUT,
     **settings: str,
 ) -> Iterator[Stack]:
     """Start gunicorn (2 workers) and nginx in front; stop both afterwards.
@@ -203,7 +204,7 @@ def start_stack(
                         f"--worker-class={worker_class}",
                         "--workers=2",
                         f"--bind=127.0.0.1:{upstream_port}",
-                        f"--graceful-timeout={GRACEFUL_TIMEOUT}",
+                        f"--graceful-timeout={graceful_timeout}",
                         "--keep-alive=75",
                         f"--access-logfile={access_log}",
                         "--access-logformat=%P %r %s",
@@ -518,6 +519,59 @@ async def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
         exit_status = await asyncio.to_thread(stack.gunicorn.wait, GRACEFUL_TIMEOUT)
         assert exit_status == 0, stack.logs()
         assert time.monotonic() - stopped_at < SHUTDOWN_GRACE + 2, stack.logs()
+
+
+async def test_a_body_still_arriving_after_the_grace_does_not_get_the_worker_killed(
+    tmp_path: Path,
+) -> None:
+    """A client still sending when the grace ends gets its processing_error,
+    and the worker exits on its own before --graceful-timeout, rather than
+    waiting out aiohttp's 10 s of reading the rest of the body and being
+    killed by gunicorn (which would skip the app's cleanup)."""
+    grace, graceful_timeout = 1, 7  # graceful_timeout above grace + 5 s
+    with start_stack(
+        tmp_path,
+        graceful_timeout=graceful_timeout,
+        OCR_SSE_SHUTDOWN_GRACE=str(grace),
+    ) as stack:
+        port = int(stack.upstream.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            (
+                declared(SERVER_BODY_LIMIT, port)
+                + f"--{BOUNDARY}\r\nContent-Disposition: form-data;"
+                ' name="images"; filename="slow.png"\r\n\r\n'
+            ).encode()
+        )
+
+        async def trickle() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(300):  # at most 30 s
+                    writer.write(bytes(1024))
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+
+        sending = asyncio.create_task(trickle())
+        try:
+            async with asyncio.timeout(30):
+                await reader.readuntil(b"event: upload_started\n")
+                stack.gunicorn.send_signal(signal.SIGTERM)
+                stopped_at = time.monotonic()
+                await reader.readuntil(b"event: processing_error\n")
+                last = orjson.loads((await reader.readline()).removeprefix(b"data: "))
+            assert last["data"]["error_message"] == "server shutting down"
+            exit_status = await asyncio.to_thread(
+                stack.gunicorn.wait, graceful_timeout + 5
+            )
+            took = time.monotonic() - stopped_at
+        finally:
+            sending.cancel()
+            writer.close()
+        log = stack.gunicorn_log.read_text()
+        assert exit_status == 0, stack.logs()
+        assert "SIGKILL" not in log, stack.logs()
+        assert log.count("Worker exiting") == 2, stack.logs()
+        assert took < graceful_timeout, stack.logs()
 
 
 async def test_aiohttp_own_worker_cuts_the_same_upload_short(tmp_path: Path) -> None:
