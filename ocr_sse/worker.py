@@ -18,6 +18,7 @@ It also writes ocr_sse's log lines to gunicorn's error log, at its
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from types import FrameType
 from typing import Any
@@ -39,7 +40,8 @@ class GunicornWorker(GunicornWebWorker):
     less a second, bounds aiohttp's own shutdown.
     """
 
-    #: What gunicorn loaded, ``create_app()``'s Application.
+    #: What gunicorn loaded: an Application, such as ``create_app()``'s, or
+    #: an async function that returns one.
     wsgi: object
 
     async def _run(self) -> None:
@@ -47,6 +49,8 @@ class GunicornWorker(GunicornWebWorker):
         # returns one.  Hand it a runner built as it would build it, only
         # with the stop order changed.
         app = self.wsgi
+        if inspect.iscoroutinefunction(app):  # an async app factory, as aiohttp's
+            app = await app()
         if not isinstance(app, web.Application):
             raise RuntimeError(f"the app factory must return an Application: {app!r}")
         self._log_uploads()

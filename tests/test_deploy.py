@@ -170,6 +170,7 @@ def start_stack(
     tmp: Path,
     *,
     worker_class: str = "ocr_sse.worker.GunicornWorker",
+    app: str = "ocr_sse.app:create_app()",
     graceful_timeout: int = GRACEFUL_TIMEOUT,
     **settings: str,
 ) -> Iterator[Stack]:
@@ -200,7 +201,7 @@ def start_stack(
                         sys.executable,
                         "-m",
                         "gunicorn",
-                        "ocr_sse.app:create_app()",
+                        app,
                         f"--worker-class={worker_class}",
                         "--workers=2",
                         f"--bind=127.0.0.1:{upstream_port}",
@@ -519,6 +520,49 @@ async def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
         exit_status = await asyncio.to_thread(stack.gunicorn.wait, GRACEFUL_TIMEOUT)
         assert exit_status == 0, stack.logs()
         assert time.monotonic() - stopped_at < SHUTDOWN_GRACE + 2, stack.logs()
+
+
+#: An app as a team would write it: an async factory, the endpoint on a
+#: sub-app.
+TEAM_APP = """
+from aiohttp import web
+
+import ocr_sse
+
+
+async def healthz(request):
+    return web.json_response({"status": "ok"})
+
+
+async def make_app():
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.add_subapp("/v2", ocr_sse.setup(web.Application()))
+    return app
+"""
+
+
+async def test_sigterm_lets_an_upload_to_a_team_apps_sub_app_finish(
+    tmp_path: Path,
+) -> None:
+    """The worker runs an async app factory, and on SIGTERM lets an upload in
+    flight to the endpoint on a sub-app finish, then exits on its own."""
+    (tmp_path / "team_app.py").write_text(TEAM_APP)
+    with start_stack(tmp_path, app="team_app:make_app") as stack:
+
+        async def sigterm_then_wait() -> None:
+            stack.gunicorn.send_signal(signal.SIGTERM)
+            await asyncio.sleep(1)
+
+        async with aiohttp.ClientSession() as session:
+            events = await two_files_while_watching(
+                session, f"{stack.upstream}/v2", between=sigterm_then_wait
+            )
+        assert types(events)[-1] == "processing_complete", events[-1]
+        assert events[-1][1]["successful_files"] == 2
+        exit_status = await asyncio.to_thread(stack.gunicorn.wait, GRACEFUL_TIMEOUT)
+        assert exit_status == 0, stack.logs()
+        assert stack.gunicorn_log.read_text().count("Worker exiting") == 2
 
 
 async def test_a_body_still_arriving_after_the_grace_does_not_get_the_worker_killed(
