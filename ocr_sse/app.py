@@ -44,11 +44,17 @@ def setup(
     """
     config = config if config is not None else Config()
     app[CONFIG] = config
-    app.cleanup_ctx.append(
-        _runtime(
-            on_image=on_image, metrics=metrics if metrics is not None else Metrics()
-        )
+    # Made here, not as the app starts: an app may be started more than once,
+    # and aiohttp deprecates changing one that has started.
+    app[RUNTIME] = Runtime(
+        config=config,
+        slots=UploadSlots(limit=config.max_uploads),
+        memory=MemoryBudget(limit=config.memory_budget),
+        rate=RateLimiter(per_minute=config.rate_limit) if config.rate_limit else None,
+        metrics=metrics if metrics is not None else Metrics(),
+        on_image=on_image,
     )
+    app.cleanup_ctx.append(_decoders)
     app.on_shutdown.append(stop_uploads)
     app.router.add_post(path, handle_upload, expect_handler=expect_upload)
     return app
@@ -127,27 +133,11 @@ def _runtimes(app: web.Application) -> Iterator[Runtime]:
             yield from _runtimes(mounted)
 
 
-def _runtime(
-    *, on_image: OnImage | None, metrics: Metrics
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def runtime(app: web.Application) -> AsyncIterator[None]:
-        config = app[CONFIG]
-        decoders = ThreadPool(config.validation_threads, name="ocr_sse-decode")
-        app[RUNTIME] = Runtime(
-            config=config,
-            decoders=decoders,
-            slots=UploadSlots(limit=config.max_uploads),
-            memory=MemoryBudget(limit=config.memory_budget),
-            rate=RateLimiter(per_minute=config.rate_limit)
-            if config.rate_limit
-            else None,
-            metrics=metrics,
-            on_image=on_image,
-        )
-        yield
-        decoders.shutdown()
-
-    return runtime
+async def _decoders(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    runtime.start(ThreadPool(runtime.config.validation_threads, name="ocr_sse-decode"))
+    yield
+    runtime.decoders.shutdown()
 
 
 async def _healthz(request: web.Request) -> web.Response:

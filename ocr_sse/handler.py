@@ -118,8 +118,6 @@ class Runtime:
     """What the uploads of one app share: settings, limits, decoding threads."""
 
     config: Config
-    #: The threads that decode images.
-    decoders: ThreadPool
     slots: UploadSlots
     #: Shared by the large files of all uploads (Config.memory_budget).
     memory: MemoryBudget
@@ -131,6 +129,13 @@ class Runtime:
     metrics: Metrics = attrs.field(factory=Metrics)
     #: The embedding app's hook for each valid image, if it has one.
     on_image: OnImage | None = None
+    #: The threads that decode images, from each start of the app on.
+    decoders: ThreadPool = attrs.field(init=False)
+
+    def start(self, decoders: ThreadPool) -> None:
+        """Let uploads in, to be decoded by *decoders*: the app (re)starts."""
+        self.decoders = decoders
+        self.stopping = False
 
     async def stop(self) -> None:
         """Refuse new uploads; end those still in flight after the grace period."""

@@ -17,6 +17,7 @@ from ocr_sse import Config
 from ocr_sse.metrics import PrometheusMetrics
 
 from . import images
+from .test_endpoint import ONE_FILE
 from .test_endpoint import post as post_body
 from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, types
 
@@ -384,3 +385,17 @@ async def test_stop_uploads_on_the_top_app_stops_each_sub_apps_uploads_at_once(
         assert types(events) == ["upload_started", "processing_error"]
         assert events[-1][1]["error_message"] == "server shutting down"
     assert grace <= took < 2 * grace
+
+
+async def test_an_app_started_a_second_time_serves_uploads_again(
+    aiohttp_client: Any,
+) -> None:
+    """One app, started, stopped and started again (as a test module's app
+    may be): each run has its decoding threads and lets uploads in, and
+    nothing of the app aiohttp froze at the first start is changed."""
+    app = ocr_sse.setup(web.Application())
+    for _ in range(2):
+        client = await aiohttp_client(app)
+        events = await post(client, multipart([("images", "a.png", images.png())]))
+        assert types(events) == ONE_FILE
+        await client.close()
