@@ -1013,8 +1013,15 @@ class _Body:
         self._stall = stall
 
     async def parts(self) -> AsyncIterator[_PartReader]:
+        content = self._request.content
+        if content.at_eof() and content.total_bytes:
+            raise UploadFailed(
+                ErrorType.INTERNAL,
+                "the request body was read before the endpoint, by a middleware"
+                " or another handler",
+            )
         stream = _BodyStream(
-            self._request.content,
+            content,
             stall=self._stall,
             size_limit=self._config.request_size_limit,
         )

@@ -399,3 +399,28 @@ async def test_an_app_started_a_second_time_serves_uploads_again(
         events = await post(client, multipart([("images", "a.png", images.png())]))
         assert types(events) == ONE_FILE
         await client.close()
+
+
+async def test_a_body_read_by_a_middleware_first_is_said_to_be_so(
+    aiohttp_client: Any,
+) -> None:
+    """An app whose middleware reads the whole body before the endpoint does
+    gets a processing_error that says so, not one about a malformed body."""
+
+    @web.middleware
+    async def reads_the_form(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        await request.post()
+        return await handler(request)
+
+    app = ocr_sse.setup(web.Application(middlewares=[reads_the_form]))
+    client = await aiohttp_client(app)
+    events = await post(client, multipart([("images", "a.png", images.png())]))
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_type"] == "InternalServerError"
+    assert events[-1][1]["error_message"] == (
+        "the request body was read before the endpoint, by a middleware or"
+        " another handler"
+    )
