@@ -42,12 +42,12 @@ MAX_FILE_NAME = 255
 # clients send "binary", which is harmless.
 _IDENTITY = frozenset({"", "binary", "8bit", "7bit", "identity"})
 
-# RFC 6266 section 4.1: `; name=value`, the value a token or a quoted string
-# (RFC 9110 section 5.6.4, with backslash escapes).  The quoted string is
-# matched a run of plain characters at a time, not a character at a time:
-# 0.5 us less a part.
+# RFC 6266 section 4.1: `; name=value`, the value a quoted string (RFC 9110
+# section 5.6.4, with backslash escapes; its content is the second group) or
+# else a token (the third).  The quoted string is matched a run of plain
+# characters at a time, not a character at a time: 0.5 us less a part.
 _PARAMETER = re.compile(
-    r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("[^"\\]*(?:\\.[^"\\]*)*"|[^;]*)'
+    r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^;]*))'
 )
 _ESCAPED = re.compile(r"\\(.)")
 # RFC 8187 section 3.2: charset'language'percent-encoded; only UTF-8 (and the
@@ -90,16 +90,23 @@ def disposition_parameters(header: str) -> dict[str, str]:
     """The parameters of a Content-Disposition header, names in lower case.
 
     A quoted value is unquoted.  A name given twice is a ``ValueError``
-    (RFC 6266 section 4.1): which one a proxy in front believed is unknown.
+    (RFC 6266 section 4.1): which one a proxy in front believed is unknown;
+    so is a quote that is never closed.
     """
     params: dict[str, str] = {}
     # findall() hands back plain tuples: a fifth less time than match objects.
-    for raw_name, raw_value in _PARAMETER.findall(header):
-        name, value = raw_name.lower(), raw_value.strip()
-        if value.startswith('"'):
-            value = value[1:-1]
-            if "\\" in value:  # rare, and the substitution is not cheap
-                value = _ESCAPED.sub(r"\1", value)
+    for raw_name, quoted, token in _PARAMETER.findall(header):
+        name = raw_name.lower()
+        if quoted:
+            value = _ESCAPED.sub(r"\1", quoted) if "\\" in quoted else quoted
+        else:
+            value = token.strip()
+            if value.startswith('"'):
+                # Read as a token, `filename="a.png` would be `a.pn`, and
+                # `name="images` a field that is not the files'.
+                raise ValueError(
+                    f"a part's Content-Disposition never closes the quote of {name}"
+                )
         if name in params:
             raise ValueError(f"a part's Content-Disposition gives {name} twice")
         params[name] = value

@@ -140,6 +140,27 @@ def test_a_parameter_given_twice_ends_the_upload() -> None:
 
 
 @pytest.mark.parametrize(
+    ("disposition", "name"),
+    [
+        ('form-data; name="images"; filename="a.png', "filename"),
+        ('form-data; name="images', "name"),
+        ('form-data; name="images"; filename="a\\"', "filename"),
+        ('form-data; name="images"; filename="', "filename"),
+    ],
+)
+def test_a_quote_never_closed_ends_the_upload(disposition: str, name: str) -> None:
+    """A quoted value with no closing quote is not read as a token, which
+    would cut its last character: the upload ends with MultipartParsingError."""
+    with pytest.raises(UploadFailed) as caught:
+        head(disposition)
+
+    assert caught.value.error_type is ErrorType.MULTIPART_PARSING
+    assert str(caught.value) == (
+        f"a part's Content-Disposition never closes the quote of {name}"
+    )
+
+
+@pytest.mark.parametrize(
     ("disposition", "field", "file_name"),
     [
         ('form-data; name="images"; filename="a;b.png"', "images", "a;b.png"),
