@@ -82,6 +82,6 @@ def _total_files(query: MultiMapping[str]) -> int | None:
         raise Refused(
             400,
             "Bad Request",
-            "total_files must be given once, as a non-negative whole number",
+            "total_files must be given once, as a whole number from 0 to 999999999",
         )
     return int(declared[0])

@@ -218,7 +218,7 @@ def test_bad_total_files_is_400(raw: str) -> None:
     assert refused.status == 400
     assert refused.title == "Bad Request"
     assert refused.detail == (
-        "total_files must be given once, as a non-negative whole number"
+        "total_files must be given once, as a whole number from 0 to 999999999"
     )
 
 
@@ -231,7 +231,7 @@ def test_repeated_total_files_is_400(values: list[str]) -> None:
 
     assert refused.status == 400
     assert refused.detail == (
-        "total_files must be given once, as a non-negative whole number"
+        "total_files must be given once, as a whole number from 0 to 999999999"
     )
 
 
