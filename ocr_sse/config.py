@@ -215,7 +215,8 @@ class Config:
     rate_limit: int = _setting(
         0,
         _parse_int,
-        "most uploads a minute from one client address; 0 for no limit",
+        "uploads a minute from one client address, in bursts of up to that"
+        " many; 0 for no limit",
         validator=_not_negative,
     )
     shutdown_grace: float = _setting(
