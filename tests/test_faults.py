@@ -459,3 +459,26 @@ async def server_session(server: Server) -> AsyncIterator[Post]:
                 return response.status, response.headers, await response.read()
 
         yield post
+
+
+async def test_a_client_that_half_closes_mid_upload_has_gone(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that stops sending mid-upload with shutdown(SHUT_WR) and
+    still reads: aiohttp closes the connection at once, so the upload ends
+    as ClientDisconnected and the client reads the end of the connection,
+    with no final event, rather than waiting out read_timeout."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    server, runtime = await start(read_timeout=30)
+    baseline_tasks = len(asyncio.all_tasks())
+    upload = RawUpload(server.port, multipart([("images", "a.png", images.png())]))
+    await upload.open()
+    await upload.send(len(upload.body) // 2)
+    await upload.wait_for(b"event: upload_started")
+    upload.writer.write_eof()
+    async with asyncio.timeout(5):
+        upload.received += await upload.reader.read()  # to the end
+    assert b"processing_" not in upload.received
+    await first_disconnect(caplog, within=5)
+    await settled(runtime, baseline_tasks)
+    upload.writer.close()
