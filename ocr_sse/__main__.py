@@ -252,9 +252,10 @@ def upload_main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) ->
         description="Upload image files to an ocr-sse server in one request and"
         " show each file as it is received and validated.",
         epilog="Exit status: 0 every file valid; 1 a file failed, the upload"
-        " ended with processing_error, or the stream broke the contract; 2 bad"
-        " arguments, a file that cannot be read, or a refusal (4xx, 5xx); 3 the"
-        " server cannot be reached, or the connection broke; 130 interrupted.",
+        " ended with processing_error, the stream broke the contract, or a file"
+        " changed size while it was sent; 2 bad arguments, a file that cannot be"
+        " read, or a refusal (4xx, 5xx); 3 the server cannot be reached, or the"
+        " connection broke; 130 interrupted.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="an image to send")
     parser.add_argument(
@@ -385,6 +386,11 @@ async def _upload(
     except client.UploadError as exc:
         # The stream broke the contract, or a file changed while it was sent.
         return _fail(1, str(exc))
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not a file's but the output's (a closed pipe): see above
+        # A file that was readable when checked failed while it was sent.
+        return _fail(_USAGE, f"cannot read {exc.filename}: {exc.strerror or exc}")
     if not json:
         _out(progress.summary(state, time.monotonic() - started) + "\n")
     return state.exit_status

@@ -155,44 +155,58 @@ async def upload(
 
     Raises :class:`UploadRefused` for a non-2xx response, :class:`StreamError`
     for a stream that breaks the contract, ``OSError`` for a path that cannot
-    be read, and ``aiohttp.ClientError`` for a failure of the connection.
+    be read, :class:`UploadError` for a file that changed size, the exception
+    of an async iterable that raises, and ``aiohttp.ClientError`` for a
+    failure of the connection.  A file that fails while the body is sent
+    raises at once: the connection is cut, and the server sees the client go.
     """
     if total_files is not None and total_files < 0:
         raise ValueError(f"total_files must be 0 or more, not {total_files}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be above 0, not {chunk_size}")
-    body = _form(files, chunk_size=chunk_size)
+    failures: list[Exception] = []
+    body = _form(files, chunk_size=chunk_size, failures=failures)
     params = {"total_files": str(total_files)} if total_files is not None else None
-    async with session.post(
-        url,
-        data=body,
-        params=params,
-        headers={"Accept": "text/event-stream"},
-        expect100=expect_continue,
-        allow_redirects=False,
-        raise_for_status=False,
-    ) as response:
-        if not 200 <= response.status < 300:
-            raise await _refusal(response)
-        if response.content_type != "text/event-stream":
-            raise StreamError(
-                f"expected text/event-stream, got {response.content_type or 'no type'}"
-            )
-        parser = EventStreamParser()
-        ended = False
-        async for chunk in response.content.iter_any():
-            for message in parser.feed(chunk):
-                event = _event(message)
-                if event is None:
-                    continue
-                ended = ended or isinstance(
-                    event, (ProcessingComplete, ProcessingError)
+    try:
+        async with session.post(
+            url,
+            data=body,
+            params=params,
+            headers={"Accept": "text/event-stream"},
+            expect100=expect_continue,
+            allow_redirects=False,
+            raise_for_status=False,
+        ) as response:
+            if not 200 <= response.status < 300:
+                raise await _refusal(response)
+            if response.content_type != "text/event-stream":
+                raise StreamError(
+                    "expected text/event-stream,"
+                    f" got {response.content_type or 'no type'}"
                 )
-                yield event
-        if not ended:
-            raise StreamError(
-                "the event stream ended before processing_complete or processing_error"
-            )
+            parser = EventStreamParser()
+            ended = False
+            async for chunk in response.content.iter_any():
+                for message in parser.feed(chunk):
+                    event = _event(message)
+                    if event is None:
+                        continue
+                    ended = ended or isinstance(
+                        event, (ProcessingComplete, ProcessingError)
+                    )
+                    yield event
+            if not ended:
+                raise StreamError(
+                    "the event stream ended before processing_complete"
+                    " or processing_error"
+                )
+    except (aiohttp.ClientError, StreamError):
+        # A file that failed while it was sent cut the connection (see
+        # _FilePayload.write), and the stream broke off: the file's error is
+        # what went wrong.
+        if failures:
+            raise failures[0] from None
+        raise
 
 
 def _event(message: ServerSentEvent) -> Event | None:
@@ -231,7 +245,10 @@ async def _refusal(response: aiohttp.ClientResponse) -> UploadRefused:
 
 
 def _form(
-    files: Iterable[FileSource | tuple[str | None, FileSource]], *, chunk_size: int
+    files: Iterable[FileSource | tuple[str | None, FileSource]],
+    *,
+    chunk_size: int,
+    failures: list[Exception],
 ) -> aiohttp.MultipartWriter:
     form = aiohttp.MultipartWriter("form-data")
     for item in files:
@@ -239,7 +256,9 @@ def _form(
             name, source = item
         else:
             name, source = _default_name(item), item
-        payload = _FilePayload(_chunks_of(source, chunk_size), filename=name)
+        payload = _FilePayload(
+            _chunks_of(source, chunk_size), filename=name, failures=failures
+        )
         # RFC 7578 section 4.2 and the WHATWG form encoder: the name goes as
         # UTF-8 in a quoted string (aiohttp's default would percent-encode it,
         # and servers would show the percent signs); only a line break, which
@@ -319,6 +338,11 @@ async def _from_path(
     try:
         async for chunk in _from_file(file, size, chunk_size, name=path):
             yield chunk
+    except OSError as exc:
+        # A failed read names no file: say which one it was.
+        if exc.filename is None:
+            exc.filename = path
+        raise
     finally:
         file.close()
 
@@ -363,19 +387,40 @@ async def _from_async(source: AsyncIterable[bytes]) -> AsyncGenerator[bytes, Non
 
 
 class _FilePayload(Payload):
-    """One file part: its bytes streamed from a :class:`_Chunks`."""
+    """One file part: its bytes streamed from a :class:`_Chunks`.
+
+    A file that fails while it is read (a directory, a file that changed
+    size, an async source that raises) is put in *failures* and cuts the
+    connection, for :func:`upload` to raise.  aiohttp alone would only mark
+    the connection broken, which the response being read never hears of:
+    the upload would wait for the server to time out.
+    """
 
     _autoclose = True  # whatever it opens, it closes itself
 
-    def __init__(self, chunks: _Chunks, *, filename: str | None) -> None:
+    def __init__(
+        self, chunks: _Chunks, *, filename: str | None, failures: list[Exception]
+    ) -> None:
         super().__init__(chunks, filename=filename)
         self._chunks = chunks
         self._size = chunks.size
+        self._failures = failures
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         chunks = self._chunks.chunks
         try:
-            async for chunk in chunks:
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    # The server cannot be told the part is broken, only that
+                    # the body ends here: it sees the client go.
+                    self._failures.append(exc)
+                    if (transport := writer.transport) is not None:
+                        transport.abort()
+                    raise
                 await writer.write(chunk)
         finally:
             # A cancelled upload closes the file it opened now, not when the

@@ -155,6 +155,19 @@ def test_a_missing_file_is_a_usage_error_before_anything_is_sent(
     )
 
 
+def test_a_file_whose_read_fails_while_sent_exits_2_at_once() -> None:
+    """A file that opens but fails to read (here /proc/self/mem, whose first
+    page is not mapped): exit 2 as soon as the read fails, naming the path,
+    not a SystemTimeout once the server tires of waiting."""
+    with running_server("--read-timeout", "1") as base:
+        result = run("upload", "/proc/self/mem", "--url", base + "/api/ocr")
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == (
+        "ocr-sse upload: error: cannot read /proc/self/mem: Input/output error\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,7 +19,13 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocr_sse.client import FileSource, StreamError, UploadRefused, upload
+from ocr_sse.client import (
+    FileSource,
+    StreamError,
+    UploadError,
+    UploadRefused,
+    upload,
+)
 from ocr_sse.events import (
     AllImagesValidated,
     CorruptedFile,
@@ -259,6 +267,40 @@ async def test_missing_path_fails_before_anything_is_sent(
     client = await serve()
     with pytest.raises(FileNotFoundError):
         await collect(client, [PNG, tmp_path / "missing.png"])
+
+
+@pytest.mark.parametrize("case", ["directory", "shrinks", "raises"])
+async def test_a_file_that_fails_while_sent_raises_its_error_at_once(
+    serve: Serve, tmp_path: Path, case: str
+) -> None:
+    """A file that fails while the body is sent (a directory, a file that
+    shrinks after its size went out, an async source that raises) ends the
+    upload with that file's error at once, not when the server times out."""
+    client = await serve()
+    shrinking = tmp_path / "shrinks.png"
+    shrinking.write_bytes(PNG)
+
+    async def then_shrink() -> AsyncIterator[bytes]:
+        yield PNG
+        os.truncate(shrinking, 10)
+
+    async def raising() -> AsyncIterator[bytes]:
+        yield PNG[:8]
+        raise RuntimeError("disk on fire")
+
+    files: Files
+    if case == "directory":
+        files, error, message = [PNG, tmp_path], IsADirectoryError, "Is a directory"
+    elif case == "shrinks":
+        files = [("first.png", then_shrink()), shrinking]
+        error = UploadError
+        message = f"{shrinking} changed size while it was being sent"
+    else:
+        files, error, message = [("x.png", raising())], RuntimeError, "disk on fire"
+    with pytest.raises(error, match=re.escape(message)):
+        async with asyncio.timeout(2):
+            async for _ in upload(client.session, url(client), files):
+                pass
 
 
 async def test_text_file_object_is_refused(serve: Serve, tmp_path: Path) -> None:
