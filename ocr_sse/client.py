@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import stat
 import typing
 from collections.abc import (
     AsyncGenerator,
@@ -145,7 +146,8 @@ async def upload(
     refused upload is answered before any of its body is sent.
 
     The body has a ``Content-Length`` when every size is known up front
-    (paths, bytes, regular files, ``BytesIO``) and is chunked otherwise; a
+    (bytes, ``BytesIO``, and paths and file objects of regular files) and is
+    chunked otherwise, as for a pipe (``/dev/stdin``) or an async iterable; a
     file whose size changes while it is sent fails the upload.  Redirects are
     not followed: a streamed body cannot be sent twice.
 
@@ -294,8 +296,11 @@ def _chunks_of(source: FileSource, chunk_size: int) -> _Chunks:
         return _Chunks(len(data), _from_memory(data, chunk_size))
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        stat_size = os.stat(path).st_size  # a missing file fails here, not mid-body
-        return _Chunks(stat_size, _from_path(path, stat_size, chunk_size))
+        info = os.stat(path)  # a missing file fails here, not mid-body
+        # Only a regular file's size is its length: a pipe (/dev/stdin, a
+        # shell's <(...)) says 0, and is sent chunked, to its end.
+        size = info.st_size if stat.S_ISREG(info.st_mode) else None
+        return _Chunks(size, _from_path(path, size, chunk_size))
     if isinstance(source, io.TextIOBase):
         raise TypeError("a file object to upload must be opened in binary mode")
     if hasattr(source, "read"):
@@ -331,7 +336,7 @@ async def _from_memory(
 
 
 async def _from_path(
-    path: str, size: int, chunk_size: int
+    path: str, size: int | None, chunk_size: int
 ) -> AsyncGenerator[bytes, None]:
     loop = asyncio.get_running_loop()
     file = await loop.run_in_executor(None, open, path, "rb")

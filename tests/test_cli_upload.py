@@ -168,6 +168,23 @@ def test_a_file_whose_read_fails_while_sent_exits_2_at_once() -> None:
     )
 
 
+def test_a_file_piped_to_dev_stdin_is_sent(url: str, files: dict[str, Path]) -> None:
+    """`cat scan.png | ocr-sse upload /dev/stdin`: the pipe is sent to its
+    end and validated, exit 0."""
+    png = files["scan.png"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ocr_sse", "upload", "/dev/stdin", "--url", url],
+        input=png.read_bytes(),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines()[0] == (
+        f"stdin  {size(png)}  ✓ PNG 64x48"
+    )
+    assert result.stderr == b""
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

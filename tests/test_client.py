@@ -246,6 +246,25 @@ async def test_async_iterable_is_sent_chunked(serve: Serve) -> None:
     assert isinstance(results(events)[0], ImageValidationSuccess)
 
 
+async def test_a_pipe_path_is_sent_to_its_end(serve: Serve) -> None:
+    """A path that is a pipe (a shell's <(cat scan.png), /dev/stdin) is sent
+    whole, though its size on stat is 0."""
+    client = await serve()
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, PNG)
+        os.close(write_end)
+        events = await collect(client, [f"/dev/fd/{read_end}"])
+    finally:
+        os.close(read_end)
+    received = [e for e in events if isinstance(e, ImageReceived)]
+    assert [(e.file_name, e.size_bytes) for e in received] == [
+        (str(read_end), len(PNG))
+    ]
+    assert isinstance(results(events)[0], ImageValidationSuccess)
+    assert isinstance(events[-1], ProcessingComplete)
+
+
 async def test_file_names_reach_the_server_as_given(serve: Serve) -> None:
     """Non-ASCII names and quotes arrive unchanged; a line break is percent-encoded."""
     client = await serve()
