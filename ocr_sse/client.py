@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import stat
 import typing
 from collections.abc import (
@@ -34,6 +35,7 @@ import orjson
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
+from .errors import without_surrogates
 from .events import (
     Event,
     InvalidEventError,
@@ -263,14 +265,32 @@ def _form(
         )
         # RFC 7578 section 4.2 and the WHATWG form encoder: the name goes as
         # UTF-8 in a quoted string (aiohttp's default would percent-encode it,
-        # and servers would show the percent signs); only a line break, which
-        # would end the header, is percent-encoded, as browsers do.
+        # and servers would show the percent signs).
         params = {"name": FILE_FIELD}
         if name is not None:
-            params["filename"] = name.replace("\r", "%0D").replace("\n", "%0A")
+            params["filename"] = _sent_name(name)
         payload.set_content_disposition("form-data", quote_fields=False, **params)
         form.append_payload(payload)
     return form
+
+
+# C0 controls and DEL: a line break would end the header, and aiohttp
+# refuses the others in a header.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _sent_name(name: str) -> str:
+    """*name* as it can go in the part's header.
+
+    Each control character is percent-encoded, as browsers encode CR and LF
+    (``%0D``, ``%0A``, ``%1B``); the lone surrogates of a file name whose
+    bytes are not UTF-8 become U+FFFD, as the server would show them.
+    """
+    return _CONTROL.sub(_percent, without_surrogates(name))
+
+
+def _percent(match: re.Match[str]) -> str:
+    return f"%{ord(match.group()):02X}"
 
 
 def _default_name(source: FileSource) -> str | None:

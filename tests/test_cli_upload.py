@@ -185,6 +185,25 @@ def test_a_file_piped_to_dev_stdin_is_sent(url: str, files: dict[str, Path]) -> 
     assert result.stderr == b""
 
 
+def test_names_with_an_escape_or_bytes_not_utf8_are_sent(
+    url: str, tmp_path: Path
+) -> None:
+    """Files named with ESC, or with bytes that are not UTF-8, are sent and
+    shown escaped (the escape as \\x1b, the bytes as U+FFFD): exit 0."""
+    escape = tmp_path / "esc\x1b[31m.png"
+    undecodable = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    for path in (escape, undecodable):
+        with open(path, "wb") as file:
+            file.write(images.png())
+    result = run("upload", str(escape), os.fsdecode(undecodable), "--url", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == [
+        f"esc\\x1b[31m.png  {size(escape)}  ✓ PNG 64x48",
+        f"caf\ufffd.png         {size(escape)}  ✓ PNG 64x48",
+    ]
+    assert result.stderr == ""
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -279,6 +279,29 @@ async def test_file_names_reach_the_server_as_given(serve: Serve) -> None:
     ]
 
 
+async def test_control_characters_and_undecodable_bytes_in_names(
+    serve: Serve,
+) -> None:
+    """Every C0 control character and DEL in a name is percent-encoded, and a
+    lone surrogate (a name whose bytes on disk are not UTF-8) is sent as
+    U+FFFD, instead of the upload failing."""
+    client = await serve()
+    events = await collect(
+        client,
+        [
+            ("esc\x1b[31m.png", PNG),
+            ("tab\tnul\x00del\x7f.png", PNG),
+            (os.fsdecode(b"caf\xe9.png"), PNG),
+        ],
+    )
+    assert [e.file_name for e in events if isinstance(e, ImageReceived)] == [
+        "esc%1B[31m.png",
+        "tab%09nul%00del%7F.png",
+        "caf\ufffd.png",
+    ]
+    assert isinstance(events[-1], ProcessingComplete)
+
+
 async def test_missing_path_fails_before_anything_is_sent(
     serve: Serve, tmp_path: Path
 ) -> None:
