@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import logging.handlers
 import os
@@ -252,10 +253,10 @@ def upload_main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) ->
         description="Upload image files to an ocr-sse server in one request and"
         " show each file as it is received and validated.",
         epilog="Exit status: 0 every file valid; 1 a file failed, the upload"
-        " ended with processing_error, the stream broke the contract, or a file"
-        " changed size while it was sent; 2 bad arguments, a file that cannot be"
-        " read, or a refusal (4xx, 5xx); 3 the server cannot be reached, or the"
-        " connection broke; 130 interrupted.",
+        " ended with processing_error, the stream broke the contract, a file"
+        " changed size while it was sent, or the output cannot be written; 2 bad"
+        " arguments, a file that cannot be read, or a refusal (4xx, 5xx); 3 the"
+        " server cannot be reached, or the connection broke; 130 interrupted.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="an image to send")
     parser.add_argument(
@@ -284,7 +285,7 @@ def upload_main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) ->
                 pass
         except OSError as exc:
             parser.error(f"cannot read {path}: {exc.strerror or exc}")
-    stdout = sys.stdout
+    stdout = _stdout()
     terminal = (
         not args.json
         and stdout.isatty()
@@ -304,11 +305,12 @@ def upload_main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) ->
         )
     except KeyboardInterrupt:
         return _INTERRUPTED
-    except BrokenPipeError:
-        # The reader of stdout is gone (`| head`): stop quietly, and point
-        # stdout at /dev/null so that the flush at exit does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    except _OutputFailed as failed:
+        _silence_stdout()
+        if isinstance(failed.error, BrokenPipeError):
+            return 1  # the reader of stdout is gone (`| head`): stop quietly
+        reason = failed.error.strerror or _reason(failed.error)
+        return _fail(1, f"cannot write the output: {reason}")
 
 
 def _count(text: str) -> int:
@@ -363,8 +365,7 @@ async def _upload(
             async for event in events:
                 state = state.apply(event)
                 if json:
-                    sys.stdout.buffer.write(to_json(event) + b"\n")
-                    sys.stdout.buffer.flush()
+                    _out_bytes(to_json(event) + b"\n")
                 elif terminal:
                     lines = progress.live_lines(state, glyphs=glyphs)
                     if state.end is None:
@@ -387,8 +388,6 @@ async def _upload(
         # The stream broke the contract, or a file changed while it was sent.
         return _fail(1, str(exc))
     except OSError as exc:
-        if exc.filename is None:
-            raise  # not a file's but the output's (a closed pipe): see above
         # A file that was readable when checked failed while it was sent.
         return _fail(_USAGE, f"cannot read {exc.filename}: {exc.strerror or exc}")
     if not json:
@@ -396,14 +395,60 @@ async def _upload(
     return state.exit_status
 
 
+def _stdout() -> TextIO:
+    """sys.stdout, made such that no text fails to be written to it."""
+    if sys.stdout is None:
+        # Started with stdout closed (`>&-`): what is shown goes nowhere.
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    elif isinstance(sys.stdout, io.TextIOWrapper):
+        # A name the output's encoding cannot carry is shown as \xe7.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    return sys.stdout
+
+
+class _OutputFailed(Exception):
+    """stdout cannot be written: its reader is gone, or its disk is full."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 def _out(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        raise _OutputFailed(exc) from exc
+
+
+def _out_bytes(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except OSError as exc:
+        raise _OutputFailed(exc) from exc
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail
+    again on what is left in its buffer."""
+    try:
+        fileno = sys.stdout.fileno()
+    except (OSError, ValueError):  # a stdout without a file descriptor
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fileno)
+    os.close(null)
 
 
 def _fail(status: int, message: str) -> int:
-    sys.stdout.flush()
-    print(f"ocr-sse upload: error: {message}", file=sys.stderr)
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _silence_stdout()
+    if sys.stderr is not None:  # None when started with stderr closed
+        print(f"ocr-sse upload: error: {message}", file=sys.stderr)
     return status
 
 

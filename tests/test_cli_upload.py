@@ -204,6 +204,55 @@ def test_names_with_an_escape_or_bytes_not_utf8_are_sent(
     assert result.stderr == ""
 
 
+def test_a_name_the_output_encoding_lacks_is_shown_escaped(
+    url: str, tmp_path: Path
+) -> None:
+    """An output encoding without a name's characters (PYTHONIOENCODING=ascii)
+    shows them backslash-escaped: exit 0, no traceback."""
+    receipt = tmp_path / "reçu.png"
+    receipt.write_bytes(images.png())
+    result = run("upload", str(receipt), "--url", url, PYTHONIOENCODING="ascii")
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.splitlines()[0] == f"re\\xe7u.png  {size(receipt)}  ok PNG 64x48"
+    )
+    assert result.stderr == ""
+
+
+def test_a_closed_stdout_still_uploads(url: str, files: dict[str, Path]) -> None:
+    """Started with stdout closed (`>&-`), the upload runs and its exit
+    status says how it went: 0, nothing on stderr."""
+    command = [sys.executable, "-m", "ocr_sse", "upload", str(files["scan.png"])]
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *command, "--url", url],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_an_output_that_cannot_be_written_exits_1_with_one_line(
+    url: str, files: dict[str, Path]
+) -> None:
+    """stdout on a full disk (/dev/full): exit 1 with the reason on stderr,
+    no traceback."""
+    command = [sys.executable, "-m", "ocr_sse", "upload", str(files["scan.png"])]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*command, "--url", url],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "ocr-sse upload: error: cannot write the output: No space left on device\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
