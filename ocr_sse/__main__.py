@@ -13,6 +13,7 @@ import os
 import queue
 import shutil
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -453,6 +454,12 @@ def _fail(status: int, message: str) -> int:
 
 
 def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        # Its errno is OpenSSL's kind of error, not the system's: strerror
+        # would make a wrong TLS version "Operation not permitted".
+        reason = getattr(exc, "reason", None) or exc.strerror or _reason(exc)
+        detail = getattr(exc, "verify_message", None)  # "self-signed certificate"
+        return f"TLS handshake failed: {reason}" + (f" ({detail})" if detail else "")
     # "Connection refused" rather than "Connect call failed ('127.0.0.1', 3000)".
     if exc.errno is not None and exc.errno > 0:
         return os.strerror(exc.errno)

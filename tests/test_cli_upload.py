@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -138,6 +139,20 @@ def test_an_unreachable_server_exits_3_with_one_line(files: dict[str, Path]) -> 
     assert result.stderr == (
         f"ocr-sse upload: error: cannot reach {url}: Connection refused\n"
     )
+
+
+def test_a_tls_failure_exits_3_with_its_reason(
+    url: str, files: dict[str, Path]
+) -> None:
+    """https:// to a server that speaks plain HTTP: exit 3 with the TLS
+    reason OpenSSL gives (WRONG_VERSION_NUMBER), not the "Operation not
+    permitted" of its error number read as the system's."""
+    https = url.replace("http://", "https://", 1)
+    result = run("upload", str(files["scan.png"]), "--url", https)
+    assert result.returncode == 3
+    assert result.stdout == ""
+    line = f"ocr-sse upload: error: cannot reach {https}: TLS handshake failed: "
+    assert re.fullmatch(re.escape(line) + r"[A-Z][A-Z0-9_]+\n", result.stderr)
 
 
 def test_a_missing_file_is_a_usage_error_before_anything_is_sent(
