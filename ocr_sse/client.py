@@ -44,7 +44,7 @@ from .events import (
     from_json,
 )
 from .parts import FILE_FIELD
-from .sse import EventStreamParser, ServerSentEvent
+from .sse import EventStreamError, EventStreamParser, ServerSentEvent
 
 __all__ = (
     "DEFAULT_CHUNK_SIZE",
@@ -119,8 +119,9 @@ class StreamError(UploadError):
     """The response is not an event stream of the contract.
 
     Raised for a 2xx response that is not ``text/event-stream``, for an event
-    whose JSON does not decode, and for a stream that ends without
-    ``processing_complete`` or ``processing_error``.
+    whose JSON does not decode, for a line or an event over
+    :data:`ocr_sse.sse.MAX_LENGTH` characters, and for a stream that ends
+    without ``processing_complete`` or ``processing_error``.
     """
 
 
@@ -191,7 +192,11 @@ async def upload(
             parser = EventStreamParser()
             ended = False
             async for chunk in response.content.iter_any():
-                for message in parser.feed(chunk):
+                try:
+                    messages = parser.feed(chunk)
+                except EventStreamError as exc:
+                    raise StreamError(str(exc)) from exc
+                for message in messages:
                     event = _event(message)
                     if event is None:
                         continue

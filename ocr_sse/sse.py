@@ -13,7 +13,14 @@ import re
 
 import attrs
 
-__all__ = ("EventStreamParser", "ServerSentEvent", "comment", "event")
+__all__ = (
+    "MAX_LENGTH",
+    "EventStreamError",
+    "EventStreamParser",
+    "ServerSentEvent",
+    "comment",
+    "event",
+)
 
 
 def event(name: str, data: bytes) -> bytes:
@@ -61,6 +68,17 @@ def _require_one_line(value: bytes, what: str) -> None:
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _DIGITS = re.compile(r"[0-9]+")
 
+#: The most characters a line, or the data of one event, may have: far more
+#: than an event of the contract needs (a file name is cut to 255
+#: characters), and a bound on what a server can make a client hold.  The
+#: standard sets none.
+MAX_LENGTH = 1024 * 1024
+
+
+class EventStreamError(ValueError):
+    """The stream goes past a limit of the parser: a line, or the data of
+    one event, longer than its *max_length*."""
+
 
 @attrs.frozen(kw_only=True)
 class ServerSentEvent:
@@ -87,15 +105,26 @@ class EventStreamParser:
     completed by that chunk.  An event is dispatched on a blank line and
     only when it has data; an event the stream ends in the middle of is
     never returned, as the standard requires.
+
+    A line, or the data of one event (its data lines and the LFs that join
+    them), longer than *max_length* characters raises
+    :class:`EventStreamError` as soon as it is fed, so that memory stays
+    bounded; the parser is then of no further use.  Each character fed is
+    looked at a bounded number of times: a long line costs its length.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_length: int = MAX_LENGTH) -> None:
         # "utf-8-sig" drops the one leading byte order mark the standard
         # allows; "replace" is the standard's "UTF-8 decode" for bad bytes.
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-        self._tail = ""  # the start of a line whose end has not come yet
+        self._max_length = max_length
+        # The start of a line whose end has not come yet, a piece a feed, and
+        # its length: joined once the line ends, never searched again.
+        self._pieces: list[str] = []
+        self._held = 0
         self._after_cr = False  # the last line ended on CR: a LF may follow
         self._data: list[str] = []
+        self._data_length = -1  # of the data lines joined with LF; -1: none
         self._event_type = ""
         self._block_retry: int | None = None
         self.last_event_id = ""
@@ -112,17 +141,42 @@ class EventStreamParser:
             self._after_cr = False
         if not text:
             return []
-        buffer = self._tail + text
         events: list[ServerSentEvent] = []
+        max_length = self._max_length
         start = 0
-        for match in _LINE_END.finditer(buffer):
-            dispatched = self._line(buffer[start : match.start()])
+        # Only the new text is searched: the start of a line held from
+        # earlier feeds has no line end in it.
+        for match in _LINE_END.finditer(text):
+            end = match.start()
+            if self._pieces:
+                self._hold(text[start:end])
+                line = "".join(self._pieces)
+                self._pieces.clear()
+                self._held = 0
+            elif end - start > max_length:
+                raise self._too_long("a line")
+            else:
+                line = text[start:end]
+            dispatched = self._line(line)
             if dispatched is not None:
                 events.append(dispatched)
             start = match.end()
-        self._tail = buffer[start:]
-        self._after_cr = start == len(buffer) and buffer.endswith("\r")
+        if start < len(text):
+            self._hold(text[start:])
+        self._after_cr = start == len(text) and text[-1] == "\r"
         return events
+
+    def _hold(self, piece: str) -> None:
+        """Keep *piece* of a line whose end has not come yet."""
+        self._held += len(piece)
+        if self._held > self._max_length:
+            raise self._too_long("a line")
+        self._pieces.append(piece)
+
+    def _too_long(self, what: str) -> EventStreamError:
+        return EventStreamError(
+            f"{what} of the event stream is over {self._max_length} characters"
+        )
 
     def _line(self, line: str) -> ServerSentEvent | None:
         if not line:
@@ -133,6 +187,9 @@ class EventStreamParser:
         if colon and value[:1] == " ":
             value = value[1:]
         if name == "data":
+            self._data_length += len(value) + 1
+            if self._data_length > self._max_length:
+                raise self._too_long("the data of an event")
             self._data.append(value)
         elif name == "event":
             self._event_type = value
@@ -146,6 +203,7 @@ class EventStreamParser:
 
     def _dispatch(self) -> ServerSentEvent | None:
         data, self._data = self._data, []
+        self._data_length = -1
         event_type, self._event_type = self._event_type, ""
         retry, self._block_retry = self._block_retry, None
         if not data:

@@ -48,6 +48,7 @@ from ocr_sse.events import (
     from_json,
     to_json,
 )
+from ocr_sse.sse import MAX_LENGTH
 from ocr_sse.sse import event as sse_event
 
 from . import images
@@ -538,6 +539,16 @@ async def test_event_name_and_json_type_must_agree(aiohttp_client: Any) -> None:
             aiohttp_client,
             b"event: processing_error\ndata: " + to_json(STARTED) + b"\n\n",
         )
+
+
+async def test_a_line_over_the_parser_limit_raises(aiohttp_client: Any) -> None:
+    """A line longer than ocr_sse.sse.MAX_LENGTH is a StreamError, not memory
+    that grows as long as the server writes."""
+    with pytest.raises(StreamError) as raised:
+        await events_from(aiohttp_client, frame(STARTED), b":" + b"x" * MAX_LENGTH)
+    assert str(raised.value) == (
+        f"a line of the event stream is over {MAX_LENGTH} characters"
+    )
 
 
 async def test_200_that_is_not_an_event_stream_raises(aiohttp_client: Any) -> None:

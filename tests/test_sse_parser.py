@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocr_sse.sse import EventStreamParser, ServerSentEvent, comment, event
+from ocr_sse.sse import (
+    MAX_LENGTH,
+    EventStreamError,
+    EventStreamParser,
+    ServerSentEvent,
+    comment,
+    event,
+)
 
 
 def parse(*chunks: bytes) -> list[ServerSentEvent]:
@@ -231,6 +241,54 @@ def test_reads_what_the_server_frames() -> None:
             event="upload_started", data='{"type":"upload_started","data":{}}'
         )
     ]
+
+
+def test_a_long_line_costs_its_length() -> None:
+    """A line of MAX_LENGTH characters fed 256 bytes at a time is parsed in
+    a moment: the start of a line is not searched again on every feed."""
+    raw = b":" + b"x" * (MAX_LENGTH - 1) + b"\n\ndata: after\n\n"
+    parser = EventStreamParser()
+    started = time.perf_counter()
+    events = [e for i in range(0, len(raw), 256) for e in parser.feed(raw[i : i + 256])]
+    assert time.perf_counter() - started < 0.5
+    assert events == [ServerSentEvent(data="after")]
+
+
+def test_a_line_over_max_length_raises_before_it_ends() -> None:
+    """A line longer than MAX_LENGTH characters raises EventStreamError as
+    soon as it is longer, not when (if ever) it ends."""
+    parser = EventStreamParser()
+    parser.feed(b"data: x\n")
+    with pytest.raises(EventStreamError) as raised:
+        for _ in range(MAX_LENGTH // 65536 + 1):
+            parser.feed(b"x" * 65536)
+    assert str(raised.value) == (
+        f"a line of the event stream is over {MAX_LENGTH} characters"
+    )
+    assert isinstance(raised.value, ValueError)
+
+
+def test_a_line_over_max_length_in_one_feed_raises() -> None:
+    """A line that ends in the feed that makes it too long raises too; one
+    of exactly max_length characters does not."""
+    parser = EventStreamParser(max_length=8)
+    assert parser.feed(b"data:123\n\n") == [ServerSentEvent(data="123")]
+    with pytest.raises(EventStreamError, match="a line of the event stream"):
+        parser.feed(b"data:1234\n")
+
+
+def test_event_data_over_max_length_raises() -> None:
+    """Data lines that together (with the LFs that join them) pass
+    max_length raise EventStreamError, though each line is short."""
+    parser = EventStreamParser(max_length=10)
+    assert parser.feed(b"data:12345\ndata:1234\n\n") == [
+        ServerSentEvent(data="12345\n1234")
+    ]
+    with pytest.raises(EventStreamError) as raised:
+        parser.feed(b"data:12345\ndata:12345\n")
+    assert str(raised.value) == (
+        "the data of an event of the event stream is over 10 characters"
+    )
 
 
 _FIELD_LINES = st.lists(
