@@ -24,6 +24,7 @@ from typing import TextIO
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.connector import Connection
 from yarl import URL
 
 from . import __version__, client, progress
@@ -245,6 +246,12 @@ _INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 # Terminals whose name says they do not move the cursor.
 _DUMB_TERMINALS = frozenset({"", "dumb", "unknown"})
 
+# The seconds to wait for `100 Continue` before the body is sent anyway, as
+# curl waits.  RFC 9110 section 10.1.1: "since 100 (Continue) responses
+# cannot be sent through an HTTP/1.0 intermediary, such a client SHOULD NOT
+# wait for an indefinite period before sending the content."
+_CONTINUE_WAIT = 1.0
+
 
 def upload_main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
     """``ocr-sse upload FILE... [--url URL]``: send the files, show each one's
@@ -347,7 +354,9 @@ async def _upload(
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
+            aiohttp.ClientSession(
+                timeout=timeout, request_class=_ContinueOrSend
+            ) as session,
             contextlib.aclosing(
                 # upload() is an async generator: it can be closed at once.
                 typing.cast(
@@ -357,7 +366,8 @@ async def _upload(
                         str(url),
                         paths,
                         total_files=total_files,
-                        # A refusal is then answered before the body is sent.
+                        # A refusal is then answered before the body is
+                        # sent, by a server that answers Expect at all.
                         expect_continue=True,
                     ),
                 )
@@ -394,6 +404,31 @@ async def _upload(
     if not json:
         _out(progress.summary(state, time.monotonic() - started) + "\n")
     return state.exit_status
+
+
+class _ContinueOrSend(aiohttp.ClientRequest):
+    """A request that waits at most _CONTINUE_WAIT seconds for `100 Continue`.
+
+    aiohttp waits for it with no time limit, and has no setting for one: a
+    server that ignores `Expect` (many do, and an HTTP/1.0 proxy cannot pass
+    it on) would wait for a body that never comes.  This ends aiohttp's wait
+    as the response to `Expect` would.
+    """
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        response = await super().send(conn)
+        # aiohttp's own waiter, which a 1xx response sets and a final
+        # response leaves pending; the body is written once it is set.
+        waiter = self._continue
+        if waiter is not None:
+            timer = self.loop.call_later(_CONTINUE_WAIT, _go_on, waiter)
+            waiter.add_done_callback(lambda _: timer.cancel())
+        return response
+
+
+def _go_on(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
 
 
 def _stdout() -> TextIO:

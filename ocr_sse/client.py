@@ -146,7 +146,11 @@ async def upload(
     the server reports in ``upload_started``; it is not sent when ``None``.
     *chunk_size* is how much of a file is read at once.  With
     *expect_continue* the request asks ``Expect: 100-continue``, so that a
-    refused upload is answered before any of its body is sent.
+    refused upload is answered before any of its body is sent; aiohttp then
+    holds the body until the server answers, with no time limit, so ask it
+    only of a server that answers ``Expect`` (ocr_sse does; one that ignores
+    it, or an HTTP/1.0 proxy on the way, would never get the body).
+    ``ocr-sse upload`` sends the body anyway after 1 s.
 
     The body has a ``Content-Length`` when every size is known up front
     (bytes, ``BytesIO``, and paths and file objects of regular files) and is

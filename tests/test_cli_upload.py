@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pty
@@ -10,12 +11,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
+import ocr_sse
+from ocr_sse import __main__ as cli
 from ocr_sse.events import from_json, to_json
-from ocr_sse.progress import size_text
+from ocr_sse.progress import UNICODE, size_text
 
 from . import images
 from .test_main import free_port, run, running_server
@@ -266,6 +271,39 @@ def test_an_output_that_cannot_be_written_exits_1_with_one_line(
     assert result.stderr == (
         "ocr-sse upload: error: cannot write the output: No space left on device\n"
     )
+
+
+async def test_a_server_that_ignores_expect_gets_the_body_after_a_wait(
+    aiohttp_client: Any,
+    files: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server that never answers `Expect: 100-continue` (it waits for the
+    body first) gets the body once the command has waited _CONTINUE_WAIT
+    seconds, as curl does: the upload goes through, exit 0."""
+
+    async def ignore(request: web.Request) -> None:
+        return None  # no 100 Continue, no refusal: read the body regardless
+
+    app = ocr_sse.setup(web.Application(), path="/api/ocr")
+    app.router.add_post("/no-continue", ocr_sse.handle_upload, expect_handler=ignore)
+    client = await aiohttp_client(app)
+    monkeypatch.setattr(cli, "_CONTINUE_WAIT", 0.05)
+    png = files["scan.png"]
+    async with asyncio.timeout(2):
+        status = await cli._upload(
+            client.make_url("/no-continue"),
+            [str(png)],
+            total_files=None,
+            json=False,
+            terminal=False,
+            glyphs=UNICODE,
+        )
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"scan.png  {size(png)}  ✓ PNG 64x48"
+    assert lines[1].startswith("done: 1 valid, 0 failed of 1 file in ")
 
 
 @pytest.mark.parametrize(
