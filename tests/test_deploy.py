@@ -136,6 +136,12 @@ class Stack:
     gunicorn_log: Path
     access_log: Path
 
+    async def sigterm_then_wait(self) -> None:
+        """SIGTERM to gunicorn's master; a second for its workers to begin
+        stopping."""
+        self.gunicorn.send_signal(signal.SIGTERM)
+        await asyncio.sleep(1)
+
     def worker_pids(self) -> set[int]:
         """The pids gunicorn reported booting workers with."""
         text = self.gunicorn_log.read_text()
@@ -507,9 +513,8 @@ async def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
 
         async def sigterm_then_wait() -> None:
             nonlocal stopped_at
-            stack.gunicorn.send_signal(signal.SIGTERM)
             stopped_at = time.monotonic()
-            await asyncio.sleep(1)
+            await stack.sigterm_then_wait()
 
         async with aiohttp.ClientSession() as session:
             events = await two_files_while_watching(
@@ -549,14 +554,9 @@ async def test_sigterm_lets_an_upload_to_a_team_apps_sub_app_finish(
     flight to the endpoint on a sub-app finish, then exits on its own."""
     (tmp_path / "team_app.py").write_text(TEAM_APP)
     with start_stack(tmp_path, app="team_app:make_app") as stack:
-
-        async def sigterm_then_wait() -> None:
-            stack.gunicorn.send_signal(signal.SIGTERM)
-            await asyncio.sleep(1)
-
         async with aiohttp.ClientSession() as session:
             events = await two_files_while_watching(
-                session, f"{stack.upstream}/v2", between=sigterm_then_wait
+                session, f"{stack.upstream}/v2", between=stack.sigterm_then_wait
             )
         assert types(events)[-1] == "processing_complete", events[-1]
         assert events[-1][1]["successful_files"] == 2
@@ -627,14 +627,9 @@ async def test_aiohttp_own_worker_cuts_the_same_upload_short(tmp_path: Path) -> 
     ``ocr_sse.worker`` exists; should aiohttp fix it, this test says so.
     """
     with start_stack(tmp_path, worker_class="aiohttp.GunicornWebWorker") as stack:
-
-        async def sigterm_then_wait() -> None:
-            stack.gunicorn.send_signal(signal.SIGTERM)
-            await asyncio.sleep(1)
-
         async with aiohttp.ClientSession() as session:
             events = await two_files_while_watching(
-                session, stack.url, between=sigterm_then_wait
+                session, stack.url, between=stack.sigterm_then_wait
             )
         assert types(events)[-1] == "processing_error"
         assert events[-1][1]["error_type"] == "InternalServerError"
