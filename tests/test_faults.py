@@ -160,6 +160,19 @@ async def left_while_validating(
     )
 
 
+async def dropped_for_not_reading(
+    caplog: pytest.LogCaptureFixture, runtime: Runtime
+) -> None:
+    """Wait for the upload's disconnect line: the write timeout dropped a
+    client that stopped reading; then for the upload to let go of all it
+    held."""
+    assert (await first_disconnect(caplog, within=10)).endswith(
+        'error_type=ClientDisconnected reason="the client stopped reading the event'
+        ' stream"'
+    )
+    await settled(runtime, len(asyncio.all_tasks()))
+
+
 @pytest.mark.parametrize(
     "memory_budget", [0, 64 * 1024 * 1024], ids=["spooled", "in-memory"]
 )
@@ -300,11 +313,7 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
         write_timeout=0.5, max_parts=1000, max_files=1000, on_prepare=small_send_buffer
     )
     writer = await send_without_reading(server.port, EVENTS_TO_FILL_ANY_BUFFER)
-    assert (await first_disconnect(caplog, within=10)).endswith(
-        'error_type=ClientDisconnected reason="the client stopped reading the event'
-        ' stream"'
-    )
-    await settled(runtime, len(asyncio.all_tasks()))
+    await dropped_for_not_reading(caplog, runtime)
     writer.close()
 
 
@@ -336,11 +345,7 @@ async def test_a_client_that_stops_reading_at_the_end_is_dropped_too(
     writer = await send_without_reading(
         server.port, multipart([("images", "a.png", images.png())])
     )
-    assert (await first_disconnect(caplog, within=10)).endswith(
-        'error_type=ClientDisconnected reason="the client stopped reading the event'
-        ' stream"'
-    )
-    await settled(runtime, len(asyncio.all_tasks()))
+    await dropped_for_not_reading(caplog, runtime)
     writer.close()
 
 
