@@ -297,7 +297,6 @@ def _logfmt(value: object) -> str:
 async def _stream_upload(
     request: web.Request, runtime: Runtime, total_files: int | None
 ) -> web.StreamResponse:
-    started = time.monotonic()
     response = web.StreamResponse(headers=SSE_HEADERS)
     upload = _Upload(
         request=request,
@@ -309,12 +308,12 @@ async def _stream_upload(
         ),
         runtime=runtime,
         session_id=uuid.uuid4(),
-        started=started,
+        started=time.monotonic(),
         stall=_StallWatch(runtime.config.read_timeout),
         connection=_ConnectionWatch(request),
     )
     outcome = "ClientDisconnected"
-    started = False
+    counted_in_flight = False  # by runtime.metrics.upload_started()
     try:
         # In the try: a client that sent its upload and closed at once is
         # gone before the response can start.
@@ -330,7 +329,7 @@ async def _stream_upload(
             runtime.metrics.upload_started(
                 first_event_seconds=time.monotonic() - upload.started
             )
-            started = True
+            counted_in_flight = True
             upload.log("upload started", client=request.remote, total_files=total_files)
             # Uploads that arrive together write their first events before
             # any of them reads its body: with 100 at once, the first events
@@ -364,7 +363,9 @@ async def _stream_upload(
         raise
     finally:
         runtime.metrics.upload_ended(
-            outcome, received_bytes=request.content.total_bytes, started=started
+            outcome,
+            received_bytes=request.content.total_bytes,
+            started=counted_in_flight,
         )
     return response
 
