@@ -1128,6 +1128,13 @@ class _BodyStream:
         self._stall.waiting_since = self._loop.time()
         try:
             chunk, _ = await self._content.readchunk()
+        except ConnectionResetError:
+            raise
+        except OSError as lost:
+            # aiohttp fails the body with whatever ended the connection: a
+            # reset, but also a broken pipe (a write found the client gone
+            # first) or a socket timeout.  Each is a client gone.
+            raise ConnectionResetError(*lost.args) from lost
         finally:
             self._stall.waiting_since = None
         if self._content.total_bytes > self._size_limit:
