@@ -10,8 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from PIL import JpegImagePlugin
+
+from ocr_sse.validation import detect_format, validate
+
+from . import images
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
+PEERS = ROOT / "scripts" / "bench_peers"
 
 
 def run_quick_bench(
@@ -119,3 +127,43 @@ def test_ratios_pair_the_runs_of_one_repetition() -> None:
     # the medians would be 100 / 200 = 0.5.
     assert summary["drain"]["ocr_sse"]["x_ceiling"] == 0.8
     assert summary["drain"]["ceiling"]["x_ceiling"] == 1.0
+
+
+def test_the_peers_decode_a_jpeg_as_ocr_sse_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The peers' validation asks Pillow for the same JPEG decode as ocr_sse's
+    (draft mode, 1/8 scale), so the large-image rows compare servers, not
+    decodes."""
+    spec = importlib.util.spec_from_file_location("_common", PEERS / "_common.py")
+    assert spec is not None and spec.loader is not None
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    drafts: list[tuple[str, tuple[int, int]]] = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def draft(image: Any, mode: str, size: tuple[int, int]) -> Any:
+        drafts.append((mode, size))
+        return original(image, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
+    data = images.jpeg(width=800, height=600)
+    info = validate(
+        data,
+        file_index=0,
+        file_name="a.jpg",
+        size=len(data),
+        allowed={"JPEG"},
+        max_pixels=10**8,
+        detected=detect_format(data, allowed={"JPEG"}),
+    )
+    kind, fields = common.validate(
+        data, index=0, name="a.jpg", size=len(data), max_file_size=10**8, max_files=1
+    )
+
+    assert drafts == [("RGB", (100, 75))] * 2
+    assert kind == "image_validation_success"
+    assert (fields["file_info"]["width"], fields["file_info"]["height"]) == (
+        info.width,
+        info.height,
+    )
