@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from PIL import JpegImagePlugin
 
@@ -20,6 +23,16 @@ from . import images
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 PEERS = ROOT / "scripts" / "bench_peers"
+
+
+def load_bench() -> Any:
+    """The benchmark script as a module."""
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = bench
+    spec.loader.exec_module(bench)
+    return bench
 
 
 def run_quick_bench(
@@ -105,11 +118,7 @@ def test_the_minimal_peer_runs_when_named(tmp_path: Path) -> None:
 def test_ratios_pair_the_runs_of_one_repetition() -> None:
     """A ratio to the ceiling is the median of each repetition's own ratio,
     so a slow repetition for every server does not skew it."""
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     runs = [
         {"workload": "drain", "server": server, "rep": rep, "ok": True, "mb_per_s": v}
         for server, rep, v in [
@@ -167,3 +176,35 @@ def test_the_peers_decode_a_jpeg_as_ocr_sse_does(
         info.width,
         info.height,
     )
+
+
+async def test_the_fastapi_peer_decodes_in_its_threads_only(tmp_path: Path) -> None:
+    """The FastAPI peer decodes in at most ``--threads`` threads, as the
+    other servers do, however many uploads come at once (Starlette's own
+    thread pool has 40)."""
+    bench = load_bench()
+    limits = bench.Limits(
+        max_file_size=2**20,
+        max_request_size=2**26,
+        max_files=4,
+        max_uploads=64,
+        threads=1,
+    )
+    # Under 1 MiB each, so no file spools to disk through Starlette's pool.
+    png = bench.noise_image("PNG", 400, 400)
+    parts = [bench.Part(f"{i}.png", "image/png", png) for i in range(2)]
+    server = bench.Server("fastapi", limits, tmp_path)
+    try:
+        server.start()
+        async with aiohttp.ClientSession() as session:
+            await server.ready(session)
+            seen = await bench.upload(session, server.url, parts)
+            assert bench.check("fastapi", seen, files=2, valid=2) is None
+            threads = len(os.listdir(f"/proc/{server.proc.pid}/task"))
+            for seen in await asyncio.gather(
+                *(bench.upload(session, server.url, parts) for _ in range(16))
+            ):
+                assert bench.check("fastapi", seen, files=2, valid=2) is None
+            assert len(os.listdir(f"/proc/{server.proc.pid}/task")) == threads
+    finally:
+        server.stop()

@@ -2,23 +2,26 @@
 
 The obvious way: ``await request.form()`` (python-multipart; files over
 1 MiB spool to temporary files), then an ``EventSourceResponse`` whose
-generator reports each file and decodes it with Pillow in Starlette's
-thread pool.  Nothing is streamed before the whole body has been parsed.
+generator reports each file and decodes it with Pillow in a thread, at most
+``--threads`` decoding at once, as in every other server (Starlette's thread
+pool alone allows 40).  Nothing is streamed before the whole body has been
+parsed.
 
     python scripts/bench_peers/fastapi_sse.py --port 8003 --max-file-size N
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 import uvicorn
 from _common import arguments, data, session_id, validate
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 ARGS = arguments(__doc__.splitlines()[0])
@@ -27,6 +30,16 @@ app = FastAPI()
 
 def event(kind: str, **fields: object) -> ServerSentEvent:
     return ServerSentEvent(event=kind, data=data(kind, **fields))
+
+
+_DECODERS: list[anyio.CapacityLimiter] = []
+
+
+def decoders() -> anyio.CapacityLimiter:
+    # Made in the running loop, on the first upload.
+    if not _DECODERS:
+        _DECODERS.append(anyio.CapacityLimiter(ARGS.threads))
+    return _DECODERS[0]
 
 
 @app.post("/api/ocr")
@@ -54,14 +67,17 @@ async def ocr(request: Request, total_files: int | None = None) -> EventSourceRe
                     file_name=upload.filename,
                 )
                 content = await upload.read() if size <= ARGS.max_file_size else b""
-                kind, fields = await run_in_threadpool(
-                    validate,
-                    content,
-                    index=index,
-                    name=upload.filename,
-                    size=size,
-                    max_file_size=ARGS.max_file_size,
-                    max_files=ARGS.max_files,
+                kind, fields = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        validate,
+                        content,
+                        index=index,
+                        name=upload.filename,
+                        size=size,
+                        max_file_size=ARGS.max_file_size,
+                        max_files=ARGS.max_files,
+                    ),
+                    limiter=decoders(),
                 )
                 valid += kind == "image_validation_success"
                 yield event(kind, **fields)
