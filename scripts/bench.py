@@ -47,11 +47,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from PIL import Image, ImageChops
@@ -67,6 +67,7 @@ SEND_CHUNK = 256 * 1024
 TERMINAL = ("processing_complete", "processing_error")
 RESULTS = ("image_validation_success", "image_validation_error")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------
@@ -662,6 +663,21 @@ def check(server: str, seen: Upload, *, files: int, valid: int) -> str | None:
     return None
 
 
+async def all_of(*uploads: Awaitable[T]) -> list[T]:
+    """Await every upload; on a failure, stop the others before raising it.
+
+    ``asyncio.gather`` alone would leave them running, into the next
+    server's run.
+    """
+    tasks = [asyncio.ensure_future(u) for u in uploads]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 # --------------------------------------------------------------------------
 # workloads: each run returns a dict of numbers, or raises
 
@@ -753,7 +769,7 @@ async def _latency(
 
     started = time.perf_counter()
     for _ in range(rounds):
-        await asyncio.gather(*(one() for _ in range(concurrency)))
+        await all_of(*(one() for _ in range(concurrency)))
     return {
         "ttfe_ms": [t * 1000 for t in ttfe],
         "file_ms": [t * 1000 for t in files],
@@ -783,7 +799,7 @@ async def run_rss_many(ctx: Context, server: Server) -> dict[str, Any]:
     n = ctx.plan.rss_concurrency
     server.check_alive()
     cpu0, started = server.cpu(), time.perf_counter()
-    seen = await asyncio.gather(
+    seen = await all_of(
         *(
             upload(
                 ctx.session,

@@ -208,3 +208,36 @@ async def test_the_fastapi_peer_decodes_in_its_threads_only(tmp_path: Path) -> N
             assert len(os.listdir(f"/proc/{server.proc.pid}/task")) == threads
     finally:
         server.stop()
+
+
+async def test_a_failed_upload_stops_the_other_uploads_of_its_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When one of the uploads made at once fails, the run stops the others
+    before it ends, rather than leave them running into the next server's."""
+    bench = load_bench()
+    running: set[asyncio.Task[Any]] = set()
+
+    async def upload(session: Any, url: str, parts: list[Any]) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            if len(running) == 3:
+                raise aiohttp.ClientError("the connection was reset")
+            await asyncio.Event().wait()
+        finally:
+            running.discard(task)
+
+    monkeypatch.setattr(bench, "upload", upload)
+    plan = bench.parse_args(["--quick", "--lat-concurrency", "3"])[1]
+    payloads = bench.Payloads(blob=b"", small=[b"x"], large=[], rss_images=[b"x"])
+    ctx = bench.Context(plan, payloads, None, None)
+    server = bench.Server("naive", None, Path())
+    server.check_alive = lambda: None
+    server.cpu = lambda: 0.0
+
+    for run in (bench.run_latency_n, bench.run_rss_many):
+        with pytest.raises(aiohttp.ClientError):
+            await run(ctx, server)
+        assert not running
