@@ -74,7 +74,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _lower(text: str) -> str:
-    return text.strip().lower()
+    # Anything but a string is left for the validator to name and refuse.
+    return text.strip().lower() if isinstance(text, str) else text
 
 
 def _log_level(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -83,6 +84,18 @@ def _log_level(instance: Any, attribute: attrs.Attribute[Any], value: str) -> No
             f"log_level must be one of {', '.join(LOG_LEVELS)}, not {value!r}",
             setting=attribute.name,
         )
+
+
+def _whole(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    # Config(...) from code is not parsed: 1.5 files, True threads or "20"
+    # would pass the range checks, or fail them with a TypeError about "<".
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, not {value!r}")
+
+
+def _seconds(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number of seconds, not {value!r}")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -145,7 +158,7 @@ class Config:
 
     host: str = _setting("127.0.0.1", str, "address the server listens on")
     port: int = _setting(
-        3000, _parse_int, "port the server listens on", validator=_port
+        3000, _parse_int, "port the server listens on", validator=[_whole, _port]
     )
     log_level: str = _setting(
         "info",
@@ -155,16 +168,19 @@ class Config:
         validator=_log_level,
     )
     max_file_size: int = _setting(
-        10 * MiB, _parse_size, "largest accepted file, in bytes", validator=_positive
+        10 * MiB,
+        _parse_size,
+        "largest accepted file, in bytes",
+        validator=[_whole, _positive],
     )
     max_files: int = _setting(
-        20, _parse_int, "most files validated per upload", validator=_positive
+        20, _parse_int, "most files validated per upload", validator=[_whole, _positive]
     )
     max_request_size: int | None = _setting(
         None,
         _parse_size,
         "largest request body, in bytes (default: max_file_size x max_files + 1 MiB)",
-        validator=attrs.validators.optional(_positive),
+        validator=attrs.validators.optional([_whole, _positive]),
     )
     allowed_formats: frozenset[str] = _setting(
         frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"}),
@@ -179,76 +195,76 @@ class Config:
         _parse_int,
         "most pixels (width x height) of an accepted image, at most Pillow's"
         " own MAX_IMAGE_PIXELS",
-        validator=_positive,
+        validator=[_whole, _positive],
     )
     keepalive_interval: float = _setting(
         15.0,
         _parse_seconds,
         "seconds of silence before a keep-alive comment is sent",
-        validator=_positive,
+        validator=[_seconds, _positive],
     )
 
     read_timeout: float = _setting(
         30.0,
         _parse_seconds,
         "seconds the client may send nothing before the upload ends",
-        validator=_positive,
+        validator=[_seconds, _positive],
     )
     upload_timeout: float = _setting(
         300.0,
         _parse_seconds,
         "seconds a whole upload may take, validation included",
-        validator=_positive,
+        validator=[_seconds, _positive],
     )
     write_timeout: float = _setting(
         30.0,
         _parse_seconds,
         "seconds a client may leave the event stream unread before it is dropped",
-        validator=_positive,
+        validator=[_seconds, _positive],
     )
     max_uploads: int = _setting(
         256,
         _parse_int,
         "most uploads in flight at once; more are refused with 503",
-        validator=_positive,
+        validator=[_whole, _positive],
     )
     rate_limit: int = _setting(
         0,
         _parse_int,
         "uploads a minute from one client address, in bursts of up to that"
         " many; 0 for no limit",
-        validator=_not_negative,
+        validator=[_whole, _not_negative],
     )
     shutdown_grace: float = _setting(
         10.0,
         _parse_seconds,
         "seconds uploads in flight may take to finish when the server stops",
-        validator=_positive,
+        validator=[_seconds, _positive],
     )
     max_parts: int = _setting(
         100,
         _parse_int,
         "most multipart parts, files and other fields, in one upload",
-        validator=_positive,
+        validator=[_whole, _positive],
     )
     max_field_size: int = _setting(
         64 * 1024,
         _parse_size,
         "largest non-file form field, in bytes",
-        validator=_positive,
+        validator=[_whole, _positive],
     )
     memory_budget: int = _setting(
         64 * MiB,
         _parse_size,
         "bytes of files over 1 MiB kept in memory across all uploads; the rest"
         " go to temporary files",
-        validator=_not_negative,
+        validator=[_whole, _not_negative],
     )
     validation_threads: int = _setting(
         os.cpu_count() or 1,
         _parse_int,
         "threads that decode images, shared by all uploads",
-        validator=_positive,
+        validator=[_whole, _positive],
     )
 
     @property

@@ -248,6 +248,57 @@ def test_interval_made_in_code_must_be_finite(setting: str, value: float) -> Non
         Config(**{setting: value})
 
 
+WHOLE_NUMBERS = [
+    "port",
+    "max_file_size",
+    "max_files",
+    "max_request_size",
+    "max_pixels",
+    "max_uploads",
+    "rate_limit",
+    "max_parts",
+    "max_field_size",
+    "memory_budget",
+    "validation_threads",
+]
+
+
+@pytest.mark.parametrize("setting", WHOLE_NUMBERS)
+@pytest.mark.parametrize("value", [1.5, 2.0, math.nan, math.inf, True, "20"])
+def test_count_made_in_code_must_be_an_int(setting: str, value: object) -> None:
+    """Config(...) made by an embedding app refuses a fraction, a float, a bool
+    or a string where a whole number goes, naming the setting, rather than
+    serving with 1.5 files or failing with a bare TypeError about "<"."""
+    with pytest.raises(TypeError) as caught:
+        Config(**{setting: value})
+
+    assert str(caught.value) == f"{setting} must be an int, not {value!r}"
+
+
+@pytest.mark.parametrize("setting", [*INTERVALS, "shutdown_grace"])
+@pytest.mark.parametrize("value", ["15", None, True])
+def test_seconds_made_in_code_must_be_a_number(setting: str, value: object) -> None:
+    """Config(...) refuses a string, None or a bool for a number of seconds,
+    naming the setting; an int is a number of seconds like a float."""
+    with pytest.raises(TypeError) as caught:
+        Config(**{setting: value})
+
+    assert str(caught.value) == f"{setting} must be a number of seconds, not {value!r}"
+    assert getattr(Config(**{setting: 5}), setting) == 5
+
+
+@pytest.mark.parametrize("value", [None, 10])
+def test_log_level_made_in_code_must_be_a_level_name(value: object) -> None:
+    """Config(log_level=...) that is not a string is a ConfigError listing the
+    levels, not an AttributeError from lower-casing it."""
+    with pytest.raises(ConfigError) as caught:
+        Config(log_level=value)
+
+    assert str(caught.value) == (
+        f"log_level must be one of debug, info, warning, error, not {value!r}"
+    )
+
+
 @pytest.mark.parametrize(
     "setting",
     [
