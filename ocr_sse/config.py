@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -63,7 +63,23 @@ def _parse_seconds(text: str) -> float:
 
 
 def _parse_formats(text: str) -> frozenset[str]:
-    return frozenset(name.strip().upper() for name in text.split(",") if name.strip())
+    return _format_names(text.split(","))
+
+
+def _format_names(names: str | Iterable[str]) -> frozenset[str]:
+    # Config(allowed_formats=...) takes names as the environment does: in any
+    # case, and a string as the comma-separated list, not as its letters.
+    if isinstance(names, str):
+        return _parse_formats(names)
+    if not isinstance(names, Iterable):
+        raise TypeError(f"allowed_formats must be format names, not {names!r}")
+    formats = set()
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"allowed_formats must be format names, not {name!r}")
+        if name.strip():
+            formats.add(name.strip().upper())
+    return frozenset(formats)
 
 
 def _show_formats(formats: frozenset[str]) -> str:
@@ -186,7 +202,7 @@ class Config:
         frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"}),
         _parse_formats,
         "accepted image formats, comma-separated",
-        converter=frozenset,
+        converter=_format_names,
         validator=_formats,
         show=_show_formats,
     )

@@ -390,6 +390,29 @@ def test_formats_made_in_code_become_a_frozenset() -> None:
     )
 
 
+def test_formats_made_in_code_are_read_as_the_environment_reads_them() -> None:
+    """Config(allowed_formats=...) takes names in any case and skips empty
+    ones, as OCR_SSE_ALLOWED_FORMATS does, and reads a string as its
+    comma-separated list, not as one-letter names."""
+    assert Config(allowed_formats=["png", " Jpeg ", ""]).allowed_formats == {
+        "PNG",
+        "JPEG",
+    }
+    assert Config(allowed_formats="png, gif").allowed_formats == {"PNG", "GIF"}
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(5, "5"), ([b"PNG"], "b'PNG'"), (["PNG", None], "None")]
+)
+def test_formats_made_in_code_must_be_names(value: object, shown: str) -> None:
+    """Config(allowed_formats=...) that is not a string or strings is a
+    TypeError naming the setting and what is not a name."""
+    with pytest.raises(TypeError) as caught:
+        Config(allowed_formats=value)
+
+    assert str(caught.value) == f"allowed_formats must be format names, not {shown}"
+
+
 def test_unknown_log_level_is_refused() -> None:
     """OCR_SSE_LOG_LEVEL takes debug, info, warning or error, in any case."""
     with pytest.raises(ConfigError, match="log_level must be one of") as refused:
