@@ -114,9 +114,25 @@ def _seconds(instance: Any, attribute: attrs.Attribute[Any], value: float) -> No
         raise TypeError(f"{attribute.name} must be a number of seconds, not {value!r}")
 
 
+#: The fewest seconds a setting in seconds takes.  The keep-alive interval and
+#: the read and write timeouts are timers that re-arm themselves that often:
+#: one of 1e-300 s is due at once, on every turn of the event loop, a busy
+#: loop, and one of 0.1 ms still woke it about a thousand times a second for
+#: each upload.  The upload timeout and the shutdown grace share the floor,
+#: so that every setting in seconds has the one range.
+MIN_SECONDS = 0.01
+
+
+def _duration(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not MIN_SECONDS <= value < math.inf:
+        raise ConfigError(
+            f"{attribute.name} must be {MIN_SECONDS} or above, not {value}",
+            setting=attribute.name,
+        )
+
+
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    # Zero is never a usable limit or interval: a keep-alive interval of 0
-    # would be a busy loop, a limit of 0 would refuse everything.
+    # Zero is never a usable limit: it would refuse everything.
     if not 0 < value < math.inf:
         raise ConfigError(
             f"{attribute.name} must be above 0, not {value}", setting=attribute.name
@@ -217,26 +233,26 @@ class Config:
         15.0,
         _parse_seconds,
         "seconds of silence before a keep-alive comment is sent",
-        validator=[_seconds, _positive],
+        validator=[_seconds, _duration],
     )
 
     read_timeout: float = _setting(
         30.0,
         _parse_seconds,
         "seconds the client may send nothing before the upload ends",
-        validator=[_seconds, _positive],
+        validator=[_seconds, _duration],
     )
     upload_timeout: float = _setting(
         300.0,
         _parse_seconds,
         "seconds a whole upload may take, validation included",
-        validator=[_seconds, _positive],
+        validator=[_seconds, _duration],
     )
     write_timeout: float = _setting(
         30.0,
         _parse_seconds,
         "seconds a client may leave the event stream unread before it is dropped",
-        validator=[_seconds, _positive],
+        validator=[_seconds, _duration],
     )
     max_uploads: int = _setting(
         256,
@@ -255,7 +271,7 @@ class Config:
         10.0,
         _parse_seconds,
         "seconds uploads in flight may take to finish when the server stops",
-        validator=[_seconds, _positive],
+        validator=[_seconds, _duration],
     )
     max_parts: int = _setting(
         100,

@@ -235,8 +235,24 @@ INTERVALS = ["keepalive_interval", "read_timeout", "upload_timeout", "write_time
 @pytest.mark.parametrize("value", [0.0, -1.0, -math.inf])
 def test_interval_made_in_code_must_be_positive(setting: str, value: float) -> None:
     """Config(...) made by an embedding app refuses 0 and negative intervals."""
-    with pytest.raises(ConfigError, match=rf"^{setting} must be above 0"):
+    with pytest.raises(ConfigError, match=rf"^{setting} must be 0\.01 or above"):
         Config(**{setting: value})
+
+
+@pytest.mark.parametrize("setting", [*INTERVALS, "shutdown_grace"])
+@pytest.mark.parametrize("raw", ["1e-300", "0.0001", "0.0099"])
+def test_seconds_under_a_hundredth_are_refused(setting: str, raw: str) -> None:
+    """A setting in seconds under 0.01, whose timer would fire on about every
+    turn of the event loop (a busy loop), is a ConfigError naming the
+    variable and the least value taken; 0.01 itself is taken."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_environ({env_name(setting): raw})
+
+    assert str(caught.value) == (
+        f"{env_name(setting)}={raw!r}: {setting} must be 0.01 or above,"
+        f" not {float(raw)}"
+    )
+    assert getattr(Config.from_environ({env_name(setting): "0.01"}), setting) == 0.01
 
 
 @pytest.mark.parametrize("setting", INTERVALS)
@@ -479,7 +495,7 @@ def test_flag_keepalive_zero_or_negative_is_refused(raw: str) -> None:
     """--keepalive-interval 0 or below is refused, naming the flag."""
     with pytest.raises(
         ConfigError,
-        match=r"^argument --keepalive-interval: keepalive_interval must be above 0",
+        match=r"^argument --keepalive-interval: keepalive_interval must be 0\.01 or",
     ):
         Config.from_args([f"--keepalive-interval={raw}"], {})
 

@@ -88,7 +88,7 @@ def server() -> Iterator[str]:
     [
         (["--max-files", "abc"], {}, "argument --max-files: 'abc': expected a whole"),
         (["--port", "70000"], {}, "port must be between 0 and 65535, not 70000"),
-        (["--keepalive-interval", "0"], {}, "keepalive_interval must be above 0"),
+        (["--keepalive-interval", "0"], {}, "keepalive_interval must be 0.01 or"),
         ([], {"OCR_SSE_MAX_FILE_SIZE": "ten"}, "OCR_SSE_MAX_FILE_SIZE='ten'"),
         ([], {"OCR_SSE_ALLOWED_FORMATS": "PNG,PDF"}, "unknown: PDF"),
         (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
