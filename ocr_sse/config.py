@@ -139,6 +139,20 @@ def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> N
         )
 
 
+#: The most decoding threads.  They all start with the app: 10**30 of them
+#: would never be done starting, and 100,000 failed with "can't start new
+#: thread"; more threads than cores decode no faster.
+MAX_THREADS = 1024
+
+
+def _threads(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 1 <= value <= MAX_THREADS:
+        raise ConfigError(
+            f"{attribute.name} must be between 1 and {MAX_THREADS}, not {value}",
+            setting=attribute.name,
+        )
+
+
 def _not_negative(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if value < 0:
         raise ConfigError(
@@ -293,10 +307,10 @@ class Config:
         validator=[_whole, _not_negative],
     )
     validation_threads: int = _setting(
-        os.cpu_count() or 1,
+        min(os.cpu_count() or 1, MAX_THREADS),
         _parse_int,
-        "threads that decode images, shared by all uploads",
-        validator=[_whole, _positive],
+        "threads that decode images, shared by all uploads (1 to 1024)",
+        validator=[_whole, _threads],
     )
 
     @property

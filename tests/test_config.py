@@ -325,7 +325,6 @@ def test_log_level_made_in_code_must_be_a_level_name(value: object) -> None:
         "max_uploads",
         "max_parts",
         "max_field_size",
-        "validation_threads",
     ],
 )
 def test_zero_limit_is_refused(setting: str) -> None:
@@ -336,6 +335,23 @@ def test_zero_limit_is_refused(setting: str) -> None:
 
     assert str(caught.value) == (
         f"{env_name(setting)}='0': {setting} must be above 0, not 0"
+    )
+
+
+@pytest.mark.parametrize("raw", ["0", "1025", str(10**30)])
+def test_validation_threads_out_of_range_are_refused(raw: str) -> None:
+    """Decoding threads, which all start with the app, are 1 to 1024: 10**30
+    would never be done starting.  Out of range is a ConfigError naming the
+    variable and the range."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_environ({"OCR_SSE_VALIDATION_THREADS": raw})
+
+    assert str(caught.value) == (
+        f"OCR_SSE_VALIDATION_THREADS={raw!r}: validation_threads must be between"
+        f" 1 and 1024, not {raw}"
+    )
+    assert Config.from_environ({"OCR_SSE_VALIDATION_THREADS": "1024"}) == Config(
+        validation_threads=1024
     )
 
 
