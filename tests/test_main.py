@@ -119,6 +119,20 @@ def test_a_taken_port_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_memory_budget_past_what_malloc_takes_is_not_a_traceback() -> None:
+    """A memory budget too large for glibc's mallopt(), which takes a C int,
+    does not end the server with a traceback: it goes on to listen (here on
+    a taken port, so that it exits at once)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("--port", str(port), "--memory-budget", str(10**30))
+    assert result.returncode == 1
+    assert f"ocr-sse: cannot listen on 127.0.0.1:{port}: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_help_lists_every_setting_with_its_variable() -> None:
     """--help names each flag, its environment variable and current value."""
     result = run("--help", OCR_SSE_MAX_FILES="7")

@@ -16,7 +16,7 @@ import resource
 from ocr_sse.app import standalone_app
 from ocr_sse.config import Config
 
-standalone_app(Config())
+standalone_app(Config.from_environ())
 
 def churn():
     chunks = [b"x" * (256 << 10) for _ in range(64)]
@@ -54,6 +54,13 @@ def test_memory_freed_is_reused_without_page_faults() -> None:
     """Memory freed in the standalone server's process comes back without
     a page fault."""
     assert page_faults() < 100
+
+
+def test_a_budget_past_what_malloc_takes_still_keeps_freed_memory() -> None:
+    """A memory budget of 4 GiB, past the C int mallopt() takes, keeps freed
+    memory as a smaller one does, rather than wrapping to a threshold of 0
+    that hands every free back to the system."""
+    assert page_faults(OCR_SSE_MEMORY_BUDGET="4GiB") < 100
 
 
 def test_malloc_settings_of_the_environment_win() -> None:
