@@ -86,6 +86,21 @@ def _show_formats(formats: frozenset[str]) -> str:
     return ",".join(sorted(formats))
 
 
+def _strip(text: str) -> str:
+    return text.strip() if isinstance(text, str) else text
+
+
+def _host(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    # asyncio listens on every interface for an empty host (or None): an
+    # OCR_SSE_HOST= left empty must not open the server to the network.
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            "host must be an address or a host name (0.0.0.0 for every"
+            f" interface), not {value!r}",
+            setting=attribute.name,
+        )
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -202,7 +217,13 @@ def _setting(
 class Config:
     """Every setting of the endpoint and of the standalone server."""
 
-    host: str = _setting("127.0.0.1", str, "address the server listens on")
+    host: str = _setting(
+        "127.0.0.1",
+        str,
+        "address the server listens on",
+        converter=_strip,
+        validator=_host,
+    )
     port: int = _setting(
         3000, _parse_int, "port the server listens on", validator=[_whole, _port]
     )

@@ -355,6 +355,37 @@ def test_validation_threads_out_of_range_are_refused(raw: str) -> None:
     )
 
 
+@pytest.mark.parametrize("raw", ["", " ", "\t"])
+def test_empty_host_is_refused(raw: str) -> None:
+    """An empty OCR_SSE_HOST, which asyncio would take for every interface,
+    is a ConfigError naming the variable, not a server open to the network."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_environ({"OCR_SSE_HOST": raw})
+
+    assert str(caught.value) == (
+        f"OCR_SSE_HOST={raw!r}: host must be an address or a host name"
+        " (0.0.0.0 for every interface), not ''"
+    )
+
+
+def test_empty_host_flag_or_none_in_code_is_refused() -> None:
+    """--host '' and Config(host=None), every interface to asyncio too, are
+    refused as the empty variable is."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_args(["--host", ""], {})
+    assert str(caught.value) == (
+        "argument --host: host must be an address or a host name"
+        " (0.0.0.0 for every interface), not ''"
+    )
+    with pytest.raises(ConfigError, match=r"^host must be .*, not None$"):
+        Config(host=None)  # type: ignore[arg-type]
+
+
+def test_host_is_stripped() -> None:
+    """Spaces around OCR_SSE_HOST are dropped, as around every other value."""
+    assert Config.from_environ({"OCR_SSE_HOST": " ::1 "}).host == "::1"
+
+
 @pytest.mark.parametrize(("raw", "port"), [("0", 0), ("1", 1), ("65535", 65535)])
 def test_port_range_accepted(raw: str, port: int) -> None:
     """Ports 0 (any free port) to 65535 are accepted."""
