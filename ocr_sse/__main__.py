@@ -13,6 +13,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -215,7 +216,12 @@ async def serve(config: Config) -> None:
         try:
             await site.start()
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            if isinstance(exc, socket.gaierror):
+                # The resolver's own code, not an errno: os.strerror(-2) is
+                # "Unknown error -2" where it means "Name or service not known".
+                reason = exc.strerror or str(exc)
+            else:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise CannotListen(
                 f"cannot listen on {config.host}:{config.port}: {reason}"
             ) from None

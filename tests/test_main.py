@@ -119,6 +119,25 @@ def test_a_taken_port_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_host_that_does_not_resolve_is_a_clear_error() -> None:
+    """A host name the resolver cannot find: exit status 1 and the resolver's
+    reason, not "Unknown error -2"."""
+    port = free_port()
+    with pytest.raises(socket.gaierror) as failed:
+        socket.getaddrinfo(
+            "no-such-host.invalid",
+            port,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )
+    result = run("--host", "no-such-host.invalid", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"ocr-sse: cannot listen on no-such-host.invalid:{port}:"
+        f" {failed.value.strerror}\n"
+    )
+
+
 def test_a_memory_budget_past_what_malloc_takes_is_not_a_traceback() -> None:
     """A memory budget too large for glibc's mallopt(), which takes a C int,
     does not end the server with a traceback: it goes on to listen (here on
