@@ -223,10 +223,12 @@ async def serve(config: Config) -> None:
             else:
                 reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise CannotListen(
-                f"cannot listen on {config.host}:{config.port}: {reason}"
+                f"cannot listen on {_host_port(config.host, config.port)}: {reason}"
             ) from None
         host, port = runner.addresses[0][:2]
-        print(f"ocr-sse listening on http://{host}:{port}/api/ocr", flush=True)
+        print(
+            f"ocr-sse listening on http://{_host_port(host, port)}/api/ocr", flush=True
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -237,6 +239,12 @@ async def serve(config: Config) -> None:
         await stop_uploads(app)
     finally:
         await runner.cleanup()
+
+
+def _host_port(host: str, port: int) -> str:
+    # An IPv6 address in brackets, as in a URL: ::1:3000 could be read as
+    # the address ::1:3000.
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # -- the client: ocr-sse upload ----------------------------------------------

@@ -119,6 +119,50 @@ def test_a_taken_port_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+def ipv6_loopback() -> socket.socket:
+    """A socket bound to [::1] on a free port; the test is skipped without
+    IPv6."""
+    taken = socket.socket(socket.AF_INET6)
+    try:
+        taken.bind(("::1", 0))
+    except OSError as exc:
+        taken.close()
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    return taken
+
+
+def test_an_ipv6_address_is_shown_in_brackets() -> None:
+    """The server on an IPv6 address names it in brackets, as a URL does:
+    http://[::1]:port/api/ocr, which a client can use, and [::1]:port when it
+    cannot listen."""
+    with ipv6_loopback() as taken:
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        refused = run("--host", "::1", "--port", str(taken_port))
+    with ipv6_loopback() as probe:
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ocr_sse", "--host", "::1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        listening = process.stdout.readline()  # or "" if the server exits
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        finally:
+            process.kill()
+            process.wait()
+            process.stdout.close()
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"ocr-sse: cannot listen on [::1]:{taken_port}: ")
+    assert listening == f"ocr-sse listening on http://[::1]:{port}/api/ocr\n"
+
+
 def test_a_host_that_does_not_resolve_is_a_clear_error() -> None:
     """A host name the resolver cannot find: exit status 1 and the resolver's
     reason, not "Unknown error -2"."""
