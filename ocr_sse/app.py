@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -67,7 +68,12 @@ def create_app(argv: Sequence[str] | None = None) -> web.Application:
     gunicorn (``ocr_sse.app:create_app()`` with the worker class
     ``ocr_sse.worker.GunicornWorker``, which lets uploads finish on a stop).
     """
-    return standalone_app(Config.from_args(argv or [], environ=os.environ))
+    # Every argument is the factory's (python -m aiohttp.web passes on what
+    # it does not take itself): a misspelt flag is refused, not ignored.
+    parser = argparse.ArgumentParser(prog="ocr_sse.app:create_app")
+    return standalone_app(
+        Config.from_args(argv or [], environ=os.environ, parser=parser)
+    )
 
 
 def standalone_app(config: Config) -> web.Application:

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 from ocr_sse.__main__ import _LogWriter, _QueueHandler
+from ocr_sse.app import create_app
 
 from . import images
 from .wire import CONTENT_TYPE, multipart, read_events, types
@@ -453,6 +454,21 @@ async def test_sigterm_lets_uploads_finish_then_ends_the_rest() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_the_app_factory_refuses_a_flag_it_does_not_know(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """create_app(argv), given the arguments after the factory's name by
+    `python -m aiohttp.web`, refuses a misspelt flag with exit status 2 and
+    names it, rather than serving with the default it was meant to change."""
+    with pytest.raises(SystemExit) as caught:
+        create_app(["--max-filesize", "5MiB"])
+
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "ocr_sse.app:create_app: error: unrecognized arguments: --max-filesize 5MiB\n"
+    )
 
 
 def test_the_app_factory_runs_under_aiohttp_web() -> None:
