@@ -9,6 +9,7 @@ two can never disagree.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import re
@@ -343,7 +344,12 @@ class Config:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Config:
-        """Read every ``OCR_SSE_*`` variable of *environ*; defaults for the rest."""
+        """Read every ``OCR_SSE_*`` variable of *environ*; defaults for the rest.
+
+        A variable with the prefix whose name is close to a setting's is
+        refused as a misspelling; others are left alone.
+        """
+        _refuse_misspelt(environ, [field.name for field in attrs.fields(cls)])
         values = {}
         for field in attrs.fields(cls):
             raw = environ.get(_variable(field.name))
@@ -417,6 +423,22 @@ def argument_parser(
 
 def _variable(name: str) -> str:
     return ENV_PREFIX + name.upper()
+
+
+def _refuse_misspelt(environ: Mapping[str, str], settings: Sequence[str]) -> None:
+    # OCR_SSE_MAX_FILESIZE would leave max_file_size at its default without a
+    # word.  Only names close to a setting's are refused: the prefix is not
+    # the settings' alone (the tests read OCR_SSE_FUZZ_EXAMPLES).
+    names = [name.upper() for name in settings]
+    for variable in sorted(environ):
+        name = variable.removeprefix(ENV_PREFIX)
+        if name == variable or name in names:
+            continue
+        near = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+        if near:
+            raise ConfigError(
+                f"{variable} is not a setting; did you mean {ENV_PREFIX}{near[0]}?"
+            )
 
 
 def _parse(field: attrs.Attribute[Any], raw: str, where: str) -> Any:

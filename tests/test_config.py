@@ -159,6 +159,25 @@ def test_other_variables_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("OCR_SSE_MAX_FILESIZE", "OCR_SSE_MAX_FILE_SIZE"),
+        ("OCR_SSE_MAX_FILE", "OCR_SSE_MAX_FILES"),
+        ("OCR_SSE_KEEP_ALIVE_INTERVAL", "OCR_SSE_KEEPALIVE_INTERVAL"),
+        ("OCR_SSE_READTIMEOUT", "OCR_SSE_READ_TIMEOUT"),
+        ("OCR_SSE_LOGLEVEL", "OCR_SSE_LOG_LEVEL"),
+    ],
+)
+def test_misspelt_variable_is_refused(typo: str, meant: str) -> None:
+    """An OCR_SSE_ variable that is no setting but close to one's name is a
+    ConfigError naming both, not a setting left at its default unsaid."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_environ({typo: "50MiB", "OCR_SSE_MAX_FILES": "3"})
+
+    assert str(caught.value) == f"{typo} is not a setting; did you mean {meant}?"
+
+
+@pytest.mark.parametrize(
     ("raw", "size"),
     [
         ("10485760", 10 * MiB),

@@ -92,6 +92,12 @@ def server() -> Iterator[str]:
         (["--keepalive-interval", "0"], {}, "keepalive_interval must be 0.01 or"),
         ([], {"OCR_SSE_MAX_FILE_SIZE": "ten"}, "OCR_SSE_MAX_FILE_SIZE='ten'"),
         ([], {"OCR_SSE_ALLOWED_FORMATS": "PNG,PDF"}, "unknown: PDF"),
+        (
+            ["--port", "70000"],  # read after the environment: never a server
+            {"OCR_SSE_MAX_FILESIZE": "50MiB"},
+            "error: OCR_SSE_MAX_FILESIZE is not a setting; did you mean"
+            " OCR_SSE_MAX_FILE_SIZE?",
+        ),
         (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
         (["--log-level", "loud"], {}, "log_level must be one of debug, info,"),
     ],
