@@ -43,7 +43,12 @@ def setup(
     Works on a sub-application too.  The decoding threads start with the app
     and are shut down with it.
     """
-    config = config if config is not None else Config()
+    if config is None:
+        config = Config()
+    elif not isinstance(config, Config):
+        # config={"max_files": 5} would fail further on, as a dict without
+        # the attribute max_uploads.
+        raise TypeError(f"config must be an ocr_sse.Config, not {config!r}")
     app[CONFIG] = config
     # Made here, not as the app starts: an app may be started more than once,
     # and aiohttp deprecates changing one that has started.

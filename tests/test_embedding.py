@@ -279,6 +279,17 @@ async def test_the_readme_app_saves_valid_images_under_server_chosen_names(
     assert saved == {f"{session_id}-0.png": png, f"{session_id}-2.jpg": jpeg}
 
 
+def test_setup_refuses_a_config_that_is_not_a_config() -> None:
+    """setup(app, config=...) given settings as a dict is a TypeError saying
+    what config must be, not an AttributeError from within."""
+    with pytest.raises(TypeError) as caught:
+        ocr_sse.setup(web.Application(), config={"max_files": 5})  # type: ignore[arg-type]
+
+    assert str(caught.value) == (
+        "config must be an ocr_sse.Config, not {'max_files': 5}"
+    )
+
+
 async def test_metrics_count_uploads_files_refusals_and_latency(
     aiohttp_client: Any,
 ) -> None:
