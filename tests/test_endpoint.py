@@ -490,6 +490,17 @@ async def test_expect_continue_lets_an_upload_in(serve: Serve) -> None:
     assert types(read_events(raw)) == ONE_FILE
 
 
+async def test_expect_continue_is_understood_in_any_case(serve: Serve) -> None:
+    """Expect's value is case-insensitive (RFC 9110): "100-Continue" is
+    answered as "100-continue" is, and the upload streams."""
+    client = await serve()
+    status, _, raw = await post(
+        client, multipart([("images", "a.png", images.png())]), Expect="100-Continue"
+    )
+    assert status == 200
+    assert types(read_events(raw)) == ONE_FILE
+
+
 async def test_uploads_over_the_concurrency_limit_get_503(serve: Serve) -> None:
     """With every slot taken, a new upload is refused with 503 and Retry-After."""
     client = await serve(max_uploads=1)
