@@ -501,6 +501,32 @@ async def test_expect_continue_is_understood_in_any_case(serve: Serve) -> None:
     assert types(read_events(raw)) == ONE_FILE
 
 
+async def test_an_expectation_other_than_continue_is_refused_with_417(
+    serve: Serve,
+) -> None:
+    """An Expect the server cannot meet is refused with 417 before the body,
+    and the connection closes."""
+    client = await serve()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        f"POST /api/ocr HTTP/1.1\r\nHost: t\r\nContent-Type: {CONTENT_TYPE}\r\n"
+        "Content-Length: 100\r\nExpect: 200-ok\r\n\r\n".encode()
+    )
+    async with asyncio.timeout(5):
+        head = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        length = next(int(h[15:]) for h in head if h.startswith(b"Content-Length: "))
+        problem = await reader.readexactly(length)
+    writer.close()
+    assert head[0].startswith(b"HTTP/1.1 417 ")
+    assert b"Connection: close" in head
+    assert orjson.loads(problem) == {
+        "type": "about:blank",
+        "title": "Expectation Failed",
+        "status": 417,
+        "detail": "only 100-continue is understood",
+    }
+
+
 async def test_uploads_over_the_concurrency_limit_get_503(serve: Serve) -> None:
     """With every slot taken, a new upload is refused with 503 and Retry-After."""
     client = await serve(max_uploads=1)
