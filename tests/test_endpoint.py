@@ -555,6 +555,24 @@ async def test_uploads_over_the_concurrency_limit_get_503(serve: Serve) -> None:
     assert status == 200
 
 
+async def test_a_stopping_server_refuses_new_uploads_with_503(serve: Serve) -> None:
+    """Once the server has begun to stop, a new upload is refused with 503
+    and Retry-After, before any stream starts."""
+    client = await serve()
+    await ocr_sse.stop_uploads(client.app)
+    status, headers, raw = await post(
+        client, multipart([("images", "a.png", images.png())])
+    )
+    assert status == 503
+    assert headers["Retry-After"] == "1"
+    assert orjson.loads(raw) == {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "the server is shutting down",
+    }
+
+
 MALFORMED = {
     "no parts at all": b"--testboundary1234--\r\n",
     "only other fields": multipart([("note", None, b"hi")]),
