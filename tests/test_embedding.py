@@ -365,8 +365,9 @@ async def test_stop_uploads_on_the_top_app_stops_each_sub_apps_uploads_at_once(
     aiohttp_client: Any,
 ) -> None:
     """``stop_uploads(app)`` finds the endpoint on each sub-app below *app*:
-    each upload still arriving there ends with "server shutting down" after
-    one grace period, not one per sub-app in turn."""
+    each upload still arriving there ends with an InternalServerError,
+    "server shutting down", after one grace period, not one per sub-app in
+    turn."""
     grace = 1.0
     parent = web.Application()
     for prefix in ("/a", "/b"):
@@ -394,6 +395,7 @@ async def test_stop_uploads_on_the_top_app_stops_each_sub_apps_uploads_at_once(
     took = asyncio.get_running_loop().time() - started
     for events in await asyncio.wait_for(asyncio.gather(*uploads), 5):
         assert types(events) == ["upload_started", "processing_error"]
+        assert events[-1][1]["error_type"] == "InternalServerError"
         assert events[-1][1]["error_message"] == "server shutting down"
     assert grace <= took < 2 * grace
 
