@@ -75,6 +75,14 @@ def test_token_names_need_no_quotes() -> None:
     )
 
 
+def test_spaces_around_a_token_value_are_not_part_of_it() -> None:
+    """An unquoted value ends before the spaces that follow it: `name=images ;`
+    is the files' field."""
+    part = head("form-data; name=images ; filename=a.png ")
+    assert part == PartHead(field_name="images", file_name="a.png")
+    assert part.is_file
+
+
 def test_part_without_content_disposition() -> None:
     """A part without Content-Disposition has no field and is not a file."""
     part = head()
