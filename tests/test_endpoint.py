@@ -365,6 +365,32 @@ def _percent(text: str) -> str:
     return "".join(f"%{b:02X}" for b in text.encode())
 
 
+async def test_a_bug_ends_the_upload_with_internal_server_error(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception the endpoint did not expect ends the stream with
+    InternalServerError and a message that tells nothing of the code; the
+    log has the traceback."""
+
+    def broken(**facts: Any) -> None:
+        raise ZeroDivisionError("a detail for the log only")
+
+    monkeypatch.setattr(ocr_sse.validation, "check_arrival", broken)
+    client = await serve()
+    status, _, raw = await post(client, multipart([("images", "a.png", images.png())]))
+    assert status == 200
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert {k: v for k, v in events[-1][1].items() if k != "timestamp"} == {
+        "session_id": events[0][1]["session_id"],
+        "error_message": "internal server error",
+        "error_type": "InternalServerError",
+    }
+    assert b"a detail for the log only" not in raw
+    logged = [type(r.exc_info[1]) for r in caplog.records if r.exc_info]
+    assert logged == [ZeroDivisionError]
+
+
 @pytest.mark.parametrize(
     ("content_type", "status", "detail"),
     [
