@@ -667,6 +667,20 @@ async def test_a_malformed_body_is_said_in_words(
     )
 
 
+@pytest.mark.parametrize("case", ["no parts at all", "only other fields"])
+async def test_an_upload_without_files_says_it_has_no_images_part(
+    serve: Serve, case: str
+) -> None:
+    """A well-formed body with no 'images' part, whether it has no part at
+    all or only other fields, ends saying that no file part came."""
+    client = await serve()
+    _, _, raw = await post(client, MALFORMED[case])
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_type"] == "MultipartParsingError"
+    assert events[-1][1]["error_message"] == "the upload has no 'images' part"
+
+
 async def test_header_bytes_that_are_not_utf8_are_quoted_as_replacements(
     serve: Serve,
 ) -> None:
