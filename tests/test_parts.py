@@ -362,6 +362,8 @@ near_misses = (
 @example(body=b"x", after=b"", cuts=[len(DELIMITER)], lead=b"")
 # The delimiter over three chunks, the middle one too short to decide.
 @example(body=b"x", after=b"", cuts=[9, 12], lead=b"")
+# Its CR held back, then all of it but its last byte: still too short.
+@example(body=b"x", after=b"", cuts=[2, 20], lead=b"")
 def test_scanner_gives_back_the_body_and_where_the_delimiter_ends(
     body: bytes, after: bytes, cuts: list[int], lead: bytes
 ) -> None:
