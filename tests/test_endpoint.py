@@ -261,6 +261,22 @@ async def test_each_error_code_reaches_the_client(
     assert only(events, "image_received")[0]["size_bytes"] == len(data)
 
 
+async def test_a_file_of_exactly_max_file_size_is_validated(serve: Serve) -> None:
+    """max_file_size is the largest size let in: a file of that many bytes
+    is validated, one of a byte more is FileSizeExceeded."""
+    png = images.png()
+    client = await serve(max_file_size=len(png))
+    events = await upload(client, ("a.png", png), ("b.png", png + b"\0"))
+    assert types(events)[-1] == "processing_complete"
+    (success,) = only(events, "image_validation_success")
+    assert (success["file_index"], success["file_info"]["size_bytes"]) == (0, len(png))
+    (error,) = only(events, "image_validation_error")
+    assert (error["file_index"], error["error_code"]) == (
+        1,
+        {"FileSizeExceeded": {"actual": len(png) + 1, "limit": len(png)}},
+    )
+
+
 @pytest.mark.parametrize("memory_budget", [0, 1_250_000, 64 * 1024 * 1024])
 async def test_large_files_validate_in_memory_or_spooled(
     serve: Serve, memory_budget: int
