@@ -83,6 +83,13 @@ def test_spaces_around_a_token_value_are_not_part_of_it() -> None:
     assert part.is_file
 
 
+def test_an_unquoted_value_runs_to_the_next_semicolon() -> None:
+    """An unquoted file name with a space inside, as some clients send it,
+    is read whole, up to the `;` that ends it."""
+    part = head("form-data; name=images; filename=my scan.png; size=3")
+    assert part == PartHead(field_name="images", file_name="my scan.png")
+
+
 def test_part_without_content_disposition() -> None:
     """A part without Content-Disposition has no field and is not a file."""
     part = head()
