@@ -616,6 +616,7 @@ async def test_a_stopping_server_refuses_new_uploads_with_503(serve: Serve) -> N
 
 
 MALFORMED = {
+    "empty body": b"",
     "no parts at all": b"--testboundary1234--\r\n",
     "only other fields": multipart([("note", None, b"hi")]),
     "truncated in a part": multipart([("images", "a.png", images.png())])[:-40],
@@ -668,6 +669,7 @@ async def test_malformed_bodies_end_with_multipart_parsing_error(
         ("header line too long", "a line is longer than 8190 bytes"),
         ("bad header line", "Invalid HTTP header: b'no colon here'"),
         ("truncated in a part", "the body ends inside a part"),
+        ("empty body", "no boundary in the first 1024 bytes"),
     ],
 )
 async def test_a_malformed_body_is_said_in_words(
