@@ -685,6 +685,20 @@ async def test_a_malformed_body_is_said_in_words(
     )
 
 
+async def test_a_nested_multipart_part_is_said_to_be_unsupported(
+    serve: Serve,
+) -> None:
+    """A part that is itself multipart/mixed (RFC 7578 section 4.3 drops
+    them) ends the upload with a message that says so."""
+    client = await serve()
+    _, _, raw = await post(client, MALFORMED["nested multipart"])
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_message"] == (
+        "nested multipart parts are not supported (RFC 7578 section 4.3)"
+    )
+
+
 @pytest.mark.parametrize("case", ["no parts at all", "only other fields"])
 async def test_an_upload_without_files_says_it_has_no_images_part(
     serve: Serve, case: str
