@@ -799,6 +799,17 @@ async def test_large_form_fields_end_the_upload(serve: Serve) -> None:
     )
 
 
+async def test_a_form_field_of_exactly_max_field_size_is_read(serve: Serve) -> None:
+    """max_field_size is the largest field let in: a field of that many
+    bytes is read and the upload completes."""
+    client = await serve(max_field_size=100)
+    _, _, raw = await post(
+        client,
+        multipart([("note", None, b"x" * 100), ("images", "a.png", images.png())]),
+    )
+    assert types(read_events(raw)) == ONE_FILE
+
+
 async def test_body_over_the_limit_is_stopped_while_streaming(serve: Serve) -> None:
     """A chunked body with no Content-Length is cut off at the request limit."""
     client = await serve(max_request_size=50_000, max_file_size=1_000_000)
