@@ -832,6 +832,24 @@ async def test_body_over_the_limit_is_stopped_while_streaming(serve: Serve) -> N
     assert events[-1][1]["error_type"] == "MultipartParsingError"
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["Content-Length", "chunked"])
+async def test_a_body_of_exactly_the_request_limit_is_read(
+    serve: Serve, declared: bool
+) -> None:
+    """max_request_size is the largest body let in, whether its length is
+    declared or only counted as it streams: a body of that many bytes is
+    read to its end."""
+    body = multipart([("images", "a.png", images.png())])
+    client = await serve(max_request_size=len(body))
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield body
+
+    status, _, raw = await post(client, body if declared else chunked())
+    assert status == 200
+    assert types(read_events(raw)) == ONE_FILE
+
+
 async def test_results_arrive_while_the_upload_is_still_being_sent(
     serve: Serve,
 ) -> None:
