@@ -743,6 +743,29 @@ async def test_an_epilogue_after_the_closing_boundary_is_ignored(
     assert events[-1][1]["successful_files"] == 1
 
 
+@pytest.mark.parametrize(
+    "preamble",
+    [b"x" * 1022 + b"\r\n", b"a preamble\r\n" * 85 + b"xx\r\n"],
+    ids=["one line", "many lines"],
+)
+async def test_a_preamble_of_up_to_1024_bytes_is_skipped(
+    serve: Serve, preamble: bytes
+) -> None:
+    """Text before the first boundary (RFC 2046's preamble) is skipped up to
+    1024 bytes; one byte more ends the upload, saying so."""
+    assert len(preamble) == 1024
+    client = await serve()
+    body = multipart([("images", "a.png", images.png())])
+    _, _, raw = await post(client, preamble + body)
+    assert types(read_events(raw)) == ONE_FILE
+    _, _, raw = await post(client, b"x" + preamble + body)
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_message"] == (
+        "malformed multipart body: no boundary in the first 1024 bytes"
+    )
+
+
 async def test_files_before_a_malformed_part_are_still_reported(serve: Serve) -> None:
     """Results already earned are written before the processing_error."""
     client = await serve()
