@@ -350,6 +350,53 @@ async def test_a_client_that_stops_reading_at_the_end_is_dropped_too(
     writer.close()
 
 
+async def test_a_client_that_stops_reading_and_sending_is_dropped_too(
+    start: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading the stream with its body half sent is
+    dropped at the write timeout, though the upload waits on the body: the
+    connection is closed then, not after read_timeout."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    transports = []
+    write = web.StreamResponse.write
+
+    async def keep_transport(request: web.Request, _: web.StreamResponse) -> None:
+        transports.append(request.transport)
+
+    async def write_to_a_client_that_reads_nothing(
+        self: web.StreamResponse, data: bytes
+    ) -> None:
+        if data.startswith(b"event: upload_started"):
+            return await write(self, data)
+        # What aiohttp's write does once the socket buffers are full: wait
+        # for a drain that never comes, until the connection closes.
+        for _ in range(1000):
+            if transports[0].is_closing():
+                raise ConnectionError("Connection lost")
+            await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(
+        web.StreamResponse, "write", write_to_a_client_that_reads_nothing
+    )
+    server, runtime = await start(
+        write_timeout=0.5, read_timeout=600, on_prepare=keep_transport
+    )
+    upload = RawUpload(
+        server.port,
+        multipart(
+            [("images", "a.png", images.png()), ("images", "b.png", images.png())]
+        ),
+    )
+    await upload.open()
+    await upload.send(len(upload.body) // 2 + 100)
+    await dropped_for_not_reading(caplog, runtime)
+    async with asyncio.timeout(5):
+        upload.received += await upload.reader.read()  # to the end
+    assert b"event: upload_started" in upload.received
+    assert b"processing_" not in upload.received
+    upload.writer.close()
+
+
 async def test_a_client_that_resets_while_a_write_waits_is_noticed_at_once(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
