@@ -713,6 +713,31 @@ async def test_an_upload_without_files_says_it_has_no_images_part(
     assert events[-1][1]["error_message"] == "the upload has no 'images' part"
 
 
+async def test_a_boundary_line_with_more_after_the_boundary_is_malformed(
+    serve: Serve,
+) -> None:
+    """A line that begins as the boundary but goes on is no delimiter line
+    (RFC 2046): the file before it is reported, then the upload ends with
+    MultipartParsingError rather than reading what follows as a part."""
+    client = await serve()
+    first = multipart([("images", "a.png", images.png())])
+    second = multipart([("images", "b.png", images.png())])
+    body = (
+        first[: -len(f"--{BOUNDARY}--\r\n")]
+        + f"--{BOUNDARY}-and-more".encode()
+        + second[len(f"--{BOUNDARY}") :]
+    )
+    _, _, raw = await post(client, body)
+    events = read_events(raw)
+    assert [d["file_name"] for d in only(events, "image_received")] == ["a.png"]
+    assert types(events)[-1] == "processing_error"
+    assert events[-1][1]["error_type"] == "MultipartParsingError"
+    assert events[-1][1]["error_message"] == (
+        "malformed multipart body: Invalid boundary"
+        f" b'--{BOUNDARY}-and-more', expected b'--{BOUNDARY}'"
+    )
+
+
 async def test_header_bytes_that_are_not_utf8_are_quoted_as_replacements(
     serve: Serve,
 ) -> None:
