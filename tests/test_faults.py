@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from aiohttp import web
 
 import ocr_sse
-from ocr_sse import Config
+from ocr_sse import Config, validation
 from ocr_sse.handler import RUNTIME, Runtime
 from ocr_sse.metrics import Metrics, PrometheusMetrics
 
@@ -253,6 +254,50 @@ async def test_a_client_leaving_during_a_decode_is_noticed_before_it_ends(
     await upload.wait_for(b'"file_index":1,"file_name":"1.jpg","timestamp"')
     upload.vanish()
     await left_while_validating(caplog, within=10)
+    await settled(runtime, len(asyncio.all_tasks()))
+
+
+async def test_a_decode_queued_when_its_client_leaves_never_runs(
+    start: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that leaves while its first file decodes and its second
+    waits for the thread: the second is never decoded, so a gone client
+    takes no decoding time from the uploads still running."""
+    caplog.set_level(logging.INFO, logger="ocr_sse")
+    decoded: list[tuple[int, int]] = []
+    decoding, go_on = threading.Event(), threading.Event()
+    decode = validation.decode
+
+    def held_decode(source: Any, detected: Any, *, max_pixels: int) -> Any:
+        decoding.set()
+        go_on.wait(10)
+        size = decode(source, detected, max_pixels=max_pixels)
+        decoded.append(size)
+        return size
+
+    monkeypatch.setattr(validation, "decode", held_decode)
+    server, runtime = await start(validation_threads=1)
+    upload = RawUpload(
+        server.port,
+        multipart(
+            [
+                ("images", "0.png", images.png(width=10)),
+                ("images", "1.png", images.png(width=11)),
+            ]
+        ),
+    )
+    await upload.open()
+    await upload.send(len(upload.body))
+    await upload.wait_for(b'"file_index":1,"file_name":"1.png","timestamp"')
+    async with asyncio.timeout(5):
+        while not decoding.is_set():
+            await asyncio.sleep(0.01)
+    upload.vanish()
+    await left_while_validating(caplog, within=5)
+    go_on.set()
+    # One thread, calls in order: once this one ran, so did all before it.
+    await runtime.decoders.submit(lambda: None)
+    assert decoded == [(10, 48)]
     await settled(runtime, len(asyncio.all_tasks()))
 
 
