@@ -14,6 +14,7 @@ from aiohttp import ClientResponse, web
 
 import ocr_sse
 from ocr_sse import Config
+from ocr_sse.handler import RUNTIME
 from ocr_sse.metrics import PrometheusMetrics
 
 from . import images
@@ -63,6 +64,27 @@ async def test_the_hook_gets_each_valid_image_before_its_success(
     session_id = events[0][1]["session_id"]
     assert seen == [(0, session_id, small), (2, session_id, large)]
     assert types(events)[-1] == "processing_complete"
+
+
+async def test_a_large_file_counts_against_the_memory_budget_until_its_result(
+    aiohttp_client: Any,
+) -> None:
+    """A file over 1 MiB kept in memory holds its size of memory_budget,
+    shared by all uploads, until its result is written, the hook's turn
+    included; then the budget is whole again."""
+    held: list[int] = []
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        held.append(app[RUNTIME].memory.in_use)
+
+    app = ocr_sse.setup(web.Application(), on_image=on_image)
+    client = await aiohttp_client(app)
+    large = images.noise_jpeg(width=1500, height=1000)
+    assert len(large) > 1024 * 1024
+    events = await post(client, multipart([("images", "a.jpg", large)]))
+    assert types(events) == ONE_FILE
+    assert held == [len(large)]
+    assert app[RUNTIME].memory.in_use == 0
 
 
 async def test_the_success_event_waits_for_the_hook(aiohttp_client: Any) -> None:
