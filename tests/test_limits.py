@@ -107,6 +107,18 @@ def test_rate_limiter_allows_a_burst_then_says_how_long_to_wait() -> None:
     assert limiter.wait_for("a") == 0.0
 
 
+def test_rate_limiter_bursts_no_more_than_per_minute_after_a_long_idle() -> None:
+    """A client idle for an hour may send per_minute uploads at once again,
+    not sixty times as many: the bucket refills to per_minute and no more."""
+    clock = FakeClock()
+    limiter = RateLimiter(per_minute=3, clock=clock)
+
+    assert [limiter.wait_for("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    clock.now += 3600
+    assert [limiter.wait_for("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.wait_for("a") == pytest.approx(20.0)
+
+
 def test_rate_limiter_counts_each_client_apart() -> None:
     """One client's uploads do not count against another's."""
     limiter = RateLimiter(per_minute=1, clock=FakeClock())
