@@ -150,6 +150,19 @@ def test_rate_limiter_forgets_full_buckets_past_its_client_bound() -> None:
     assert set(limiter._buckets) == {"c"}
 
 
+def test_rate_limiter_past_its_client_bound_still_limits_busy_clients() -> None:
+    """Making room drops only refilled buckets: a client that has spent its
+    uploads still waits, however many other clients come."""
+    clock = FakeClock()
+    limiter = RateLimiter(per_minute=1, clock=clock, max_clients=2)
+    limiter.wait_for("a")
+    limiter.wait_for("b")
+    clock.now += 30  # both half refilled
+
+    assert limiter.wait_for("c") == 0.0
+    assert limiter.wait_for("a") == pytest.approx(30.0)
+
+
 def test_memory_budget_takes_what_fits_and_refuses_the_rest() -> None:
     """Bytes are taken while they fit; a take that would pass the limit takes
     nothing."""
