@@ -356,6 +356,21 @@ def test_bomb_past_pillow_warning_is_refused_when_warnings_are_errors() -> None:
     assert error.message == ("image has more pixels than the limit of 50000000 pixels")
 
 
+def test_max_pixels_above_pillows_own_limit_is_held_to_pillows() -> None:
+    """A max_pixels over Pillow's MAX_IMAGE_PIXELS lets no larger image in:
+    the lower limit holds, and is the one named."""
+    bomb = images.pixel_bomb_png(width=10_000, height=10_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        error = decode_error(bomb, PNG, 10**9)
+
+    assert error.code == CorruptedFile()
+    assert error.message == (
+        f"image is 10000x10000 pixels, over the limit of {Image.MAX_IMAGE_PIXELS}"
+        " pixels"
+    )
+
+
 def test_image_just_over_max_pixels() -> None:
     """A 64x48 image under a 3071-pixel limit is CorruptedFile naming its size."""
     error = decode_error(images.png(width=64, height=48), PNG, 64 * 48 - 1)
