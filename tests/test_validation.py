@@ -445,6 +445,33 @@ def test_validate_returns_file_info(pillow: str, mime: str) -> None:
     assert 0 <= info.processing_duration_ms < 10_000
 
 
+def test_processing_duration_is_the_time_validation_took_in_ms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """processing_duration_ms is the time from the start of validate() to its
+    end, rounded to whole milliseconds."""
+    readings = iter([100.0, 100.2504])
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            return next(readings)
+
+    monkeypatch.setattr(validation, "time", Clock)
+    data = images.png()
+
+    info = validation.validate(
+        data,
+        file_index=0,
+        file_name=None,
+        size=len(data),
+        allowed=DEFAULT_ALLOWED,
+        max_pixels=10_000,
+    )
+
+    assert info.processing_duration_ms == 250
+
+
 def test_validate_reads_a_file_object() -> None:
     """validate() accepts an open binary file as well as bytes."""
     data = images.jpeg(width=10, height=12)
