@@ -276,6 +276,7 @@ def test_long_and_wide_names_are_cut_to_the_name_column() -> None:
         (1024, "1.0 KiB"),
         (10_010, "9.8 KiB"),
         (533_674, "521 KiB"),
+        (1023 * 1024, "1023 KiB"),
         (10 * 1024 * 1024, "10.0 MiB"),
         (3 * 1024**4, "3.0 TiB"),
         (5000 * 1024**4, "5000 TiB"),
