@@ -268,6 +268,18 @@ def test_long_and_wide_names_are_cut_to_the_name_column() -> None:
     ]
 
 
+def test_fullwidth_characters_take_two_columns() -> None:
+    """A fullwidth letter (U+FF21 on) takes two terminal columns, as a CJK
+    one does, so a line of them is cut where the terminal would wrap it."""
+    a, b, c, d = "\uff21", "\uff22", "\uff23", "\uff24"
+    assert progress.fit([a + b + c + d], 6) == [a + b + "…"]
+    state = run([a + b + ".png", "a.png"], [received(0, a + b + ".png", 1)])
+    assert progress.live_lines(state) == [
+        a + b + ".png         1 B  received",
+        "a.png                 sending...",
+    ]
+
+
 @pytest.mark.parametrize(
     ("size", "text"),
     [
