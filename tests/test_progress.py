@@ -280,6 +280,14 @@ def test_fullwidth_characters_take_two_columns() -> None:
     ]
 
 
+def test_combining_marks_take_no_column() -> None:
+    """An accent written as a combining mark (e + U+0301) adds no column to
+    the letter it sits on: a name of six such letters fits in six."""
+    accented = "e\u0301" * 6
+    assert progress.fit([accented], 7) == [accented]
+    assert progress.fit([accented], 6) == ["e\u0301" * 4 + "…"]
+
+
 @pytest.mark.parametrize(
     ("size", "text"),
     [
