@@ -329,3 +329,10 @@ def test_fit_keeps_each_line_on_one_terminal_row() -> None:
         "請求…",
     ]
     assert progress.fit(["abcdef"], 6, cut="~") == ["abcd~"]
+
+
+def test_a_row_narrower_than_the_cut_mark_is_left_empty() -> None:
+    """When even the cut mark would not fit in the row, nothing is written
+    there, rather than a mark that wraps."""
+    assert progress.fit(["abcdef"], 3, cut="...") == [""]
+    assert progress.fit(["abcdef"], 4, cut="...") == ["..."]
