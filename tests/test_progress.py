@@ -206,6 +206,19 @@ def test_processing_error_ends_every_unfinished_file_and_the_summary() -> None:
     assert state.exit_status == 1
 
 
+def test_a_stream_that_breaks_off_is_summed_up_as_cut_short() -> None:
+    """A stream that ends with neither processing_complete nor
+    processing_error is summed up as cut short, not as done; exit 1."""
+    state = run(
+        ["a.jpg", "b.jpg"],
+        [received(0, "a.jpg", 100), start(0, "a.jpg"), valid(0, "a.jpg", 100)],
+    )
+    assert progress.summary(state, 1.5) == (
+        "upload cut short; 1 valid, 0 failed of 2 files in 1.50 s"
+    )
+    assert state.exit_status == 1
+
+
 def test_error_codes_show_their_name_and_the_message() -> None:
     """Each error code is shown by its contract name, then the message."""
     state = run(
