@@ -97,6 +97,30 @@ async def test_a_call_cancelled_before_it_starts_never_runs(
     assert ran == ["first", "third"]
 
 
+async def test_a_call_cancelled_while_it_runs_does_not_hold_back_the_others(
+    make_pool: Callable[[int], ThreadPool],
+) -> None:
+    """A call whose future is cancelled while it runs ends unheard; a call
+    that finishes with it in the same hand-back still gets its result."""
+    pool = make_pool(1)
+    release, second_done = threading.Event(), threading.Event()
+
+    def second() -> str:
+        second_done.set()
+        return "second"
+
+    first = pool.submit(release.wait, 5)
+    async with asyncio.timeout(5):
+        while pool.queued:  # the first call has started
+            await asyncio.sleep(0.01)
+    later = pool.submit(second)
+    first.cancel()
+    release.set()
+    assert second_done.wait(5)
+    time.sleep(0.1)  # the loop is busy while both calls end
+    assert await asyncio.wait_for(later, 5) == "second"
+
+
 async def test_results_that_finish_together_reach_the_loop_in_one_wake_up(
     make_pool: Callable[[int], ThreadPool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
