@@ -422,6 +422,35 @@ async def test_stop_uploads_on_the_top_app_stops_each_sub_apps_uploads_at_once(
     assert grace <= took < 2 * grace
 
 
+async def test_an_app_shutting_down_ends_the_uploads_still_arriving(
+    aiohttp_client: Any,
+) -> None:
+    """An app with the endpoint that shuts down, as aiohttp does on a
+    stop: an upload still arriving gets its processing_error after
+    shutdown_grace, before the connection closes, without setup()'s caller
+    doing anything more."""
+    app = ocr_sse.setup(
+        web.Application(), config=Config(shutdown_grace=0.2, read_timeout=600)
+    )
+    client = await aiohttp_client(app)
+    whole = multipart([("images", "a.png", images.png())])
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield whole[:50]
+        await asyncio.sleep(3600)
+
+    response = await client.post(
+        "/api/ocr", data=stalled(), headers={"Content-Type": CONTENT_TYPE}
+    )
+    # The stream has started (its head is in): the upload is in flight.
+    closing = asyncio.create_task(client.server.close())
+    events = read_events(await asyncio.wait_for(response.read(), 10))
+    await asyncio.wait_for(closing, 10)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_type"] == "InternalServerError"
+    assert events[-1][1]["error_message"] == "server shutting down"
+
+
 async def test_an_app_started_a_second_time_serves_uploads_again(
     aiohttp_client: Any,
 ) -> None:
