@@ -1067,6 +1067,18 @@ async def test_standalone_app_answers_healthz(aiohttp_client: Any) -> None:
     assert status == 200 and types(read_events(raw)) == ONE_FILE
 
 
+async def test_healthz_says_stopping_with_503_once_the_server_stops(
+    aiohttp_client: Any,
+) -> None:
+    """Once the standalone server has begun to stop, GET /healthz answers
+    503 {"status": "stopping"}, so a load balancer sends it no more uploads."""
+    client = await aiohttp_client(ocr_sse.create_app([]))
+    await ocr_sse.stop_uploads(client.app)
+    response = await client.get("/healthz")
+    assert response.status == 503
+    assert await response.json() == {"status": "stopping"}
+
+
 @pytest.mark.parametrize(
     "split", ["every byte", "every 7 bytes", "after each part head"]
 )
