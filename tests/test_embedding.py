@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -463,6 +464,24 @@ async def test_an_app_started_a_second_time_serves_uploads_again(
         events = await post(client, multipart([("images", "a.png", images.png())]))
         assert types(events) == ONE_FILE
         await client.close()
+
+
+async def test_an_app_that_stops_lets_its_decoding_threads_go(
+    aiohttp_client: Any,
+) -> None:
+    """The decoding threads start with the app and end with it: an app
+    started and stopped leaves no thread behind."""
+
+    def decoders() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("ocr_sse-decode")}
+
+    before = decoders()
+    client = await aiohttp_client(
+        ocr_sse.setup(web.Application(), config=Config(validation_threads=3))
+    )
+    assert len(decoders() - before) == 3
+    await client.close()
+    assert decoders() - before == set()
 
 
 async def test_a_body_read_by_a_middleware_first_is_said_to_be_so(
