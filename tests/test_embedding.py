@@ -173,15 +173,20 @@ class HeldUpload:
         """Read until *count* events of *kind* have come."""
         async with asyncio.timeout(10):
             while self.count(kind) < count:
-                self.raw += await self._response.content.readline()
+                self._add(await self._response.content.readline())
 
     async def read_nothing_more(self) -> None:
         """Fail if anything more comes within half a second."""
         with pytest.raises(TimeoutError):
             while True:
-                self.raw += await asyncio.wait_for(
-                    self._response.content.readline(), 0.5
+                self._add(
+                    await asyncio.wait_for(self._response.content.readline(), 0.5)
                 )
+
+    def _add(self, line: bytes) -> None:
+        # At the stream's end readline() returns b"" at once, for ever.
+        assert line, f"the stream ended: {self.raw[-300:]!r}"
+        self.raw += line
 
     async def events(self) -> list[tuple[str, dict[str, Any]]]:
         """Every event of the stream, once it has ended."""
