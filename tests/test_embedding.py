@@ -347,6 +347,18 @@ async def test_metrics_count_uploads_files_refusals_and_latency(
     assert received is not None and float(received.group(1)) > 2 * len(png)
 
 
+async def test_metrics_count_an_upload_that_fails_by_its_error_type(
+    aiohttp_client: Any,
+) -> None:
+    """An upload that ends with processing_error is counted under its
+    error_type in ocr_sse_uploads_total, not as complete."""
+    client = await aiohttp_client(ocr_sse.app.standalone_app(Config()))
+    await post(client, multipart([("note", None, b"no file here")]))
+    text = await (await client.get("/metrics")).text()
+    assert 'ocr_sse_uploads_total{outcome="MultipartParsingError"} 1.0' in text
+    assert 'outcome="complete"' not in text
+
+
 def test_metrics_count_disconnects() -> None:
     """A disconnect is counted as an upload outcome and a disconnect."""
     metrics = PrometheusMetrics()
