@@ -280,6 +280,23 @@ async def test_a_failing_hook_fails_its_file_and_the_upload_goes_on(
     assert "on_image failed" in caplog.text
 
 
+async def test_a_hook_failing_without_a_message_is_named_by_its_type(
+    aiohttp_client: Any,
+) -> None:
+    """A hook that raises an exception with no message: the file's error
+    message names the exception's type rather than ending in nothing."""
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        raise PermissionError
+
+    client = await aiohttp_client(ocr_sse.setup(web.Application(), on_image=on_image))
+    events = await post(client, multipart([("images", "a.png", images.png())]))
+    (error,) = [data for kind, data in events if kind == "image_validation_error"]
+    assert error["error_message"] == (
+        "the image could not be processed: PermissionError"
+    )
+
+
 async def test_the_readme_app_saves_valid_images_under_server_chosen_names(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
