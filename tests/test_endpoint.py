@@ -738,6 +738,23 @@ async def test_a_boundary_line_with_more_after_the_boundary_is_malformed(
     )
 
 
+async def test_what_a_malformed_body_message_quotes_is_cut_to_200_characters(
+    serve: Serve,
+) -> None:
+    """A message quoting the client's bytes (here a boundary line of 10,000
+    characters) quotes at most 200 characters of what went wrong."""
+    client = await serve()
+    first = multipart([("images", "a.png", images.png())])
+    body = (
+        first[: -len(f"--{BOUNDARY}--\r\n")]
+        + f"--{BOUNDARY}{'x' * 10_000}\r\n".encode()
+    )
+    _, _, raw = await post(client, body)
+    message = read_events(raw)[-1][1]["error_message"]
+    prefix = "malformed multipart body: "
+    assert message == prefix + f"Invalid boundary b'--{BOUNDARY}{'x' * 10_000}"[:200]
+
+
 async def test_header_bytes_that_are_not_utf8_are_quoted_as_replacements(
     serve: Serve,
 ) -> None:
