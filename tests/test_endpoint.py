@@ -597,6 +597,33 @@ async def test_uploads_over_the_concurrency_limit_get_503(serve: Serve) -> None:
     assert status == 200
 
 
+async def test_an_address_past_its_rate_limit_gets_429_even_when_all_slots_are_busy(
+    serve: Serve,
+) -> None:
+    """The rate limit is checked before the free slots: an address past its
+    rate_limit hears 429 and when to come back, not 503 and "in a second"."""
+    client = await serve(rate_limit=1, max_uploads=1)
+    release = asyncio.Event()
+
+    async def held_body() -> AsyncIterator[bytes]:
+        yield b"--testboundary1234\r\n"
+        await release.wait()
+        yield multipart([("images", "a.png", images.png())])[
+            len(b"--testboundary1234\r\n") :
+        ]
+
+    first = asyncio.create_task(post(client, held_body()))
+    async with asyncio.timeout(5):
+        while not client.app[RUNTIME].slots.full:
+            await asyncio.sleep(0.01)
+    status, headers, _ = await post(
+        client, multipart([("images", "a.png", images.png())])
+    )
+    release.set()
+    assert (status, headers["Retry-After"]) == (429, "60")
+    assert (await first)[0] == 200
+
+
 async def test_a_stopping_server_refuses_new_uploads_with_503(serve: Serve) -> None:
     """Once the server has begun to stop, a new upload is refused with 503
     and Retry-After, before any stream starts."""
