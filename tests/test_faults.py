@@ -570,6 +570,26 @@ async def test_rate_limit_refuses_with_429_and_retry_after(start: Start) -> None
     }
 
 
+async def test_the_rate_limit_counts_each_address_apart(start: Start) -> None:
+    """One address past its rate_limit does not hold back another: uploads
+    from 127.0.0.2 pass while 127.0.0.1 is refused."""
+    server, _ = await start(rate_limit=1)
+    body = multipart([("images", "a.png", images.png())])
+    url = f"http://127.0.0.1:{server.port}/api/ocr"
+    statuses = []
+    for address in ("127.0.0.1", "127.0.0.2", "127.0.0.1"):
+        connector = aiohttp.TCPConnector(local_addr=(address, 0))
+        async with (
+            aiohttp.ClientSession(connector=connector) as client,
+            client.post(
+                url, data=body, headers={"Content-Type": CONTENT_TYPE}
+            ) as response,
+        ):
+            await response.read()
+            statuses.append(response.status)
+    assert statuses == [200, 200, 429]
+
+
 async def test_asking_to_continue_does_not_spend_the_rate_limit(start: Start) -> None:
     """An Expect: 100-continue upload counts once against the rate limit."""
     server, _ = await start(rate_limit=1)
