@@ -442,6 +442,35 @@ async def test_a_client_that_stops_reading_and_sending_is_dropped_too(
     upload.writer.close()
 
 
+async def test_events_sent_while_a_write_waits_are_written_before_the_end(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client slow to read, so that a write still waits on it when the
+    last events are sent: they are written after it, and only then does the
+    stream end; none is lost."""
+    write = web.StreamResponse.write
+
+    async def write_to_a_slow_reader(self: web.StreamResponse, data: bytes) -> None:
+        # Each write waits for the socket to drain, the first ones long
+        # enough for the upload to send its last events meanwhile.
+        await asyncio.sleep(0.3 if b"event: image_validation_start" in data else 0)
+        await write(self, data)
+
+    monkeypatch.setattr(web.StreamResponse, "write", write_to_a_slow_reader)
+    server, _ = await start()
+    async with server_session(server) as post:
+        status, _, raw = await post(multipart([("images", "a.png", images.png())]))
+    assert status == 200
+    assert types(read_events(raw)) == [
+        "upload_started",
+        "image_received",
+        "image_validation_start",
+        "image_validation_success",
+        "all_images_validated",
+        "processing_complete",
+    ]
+
+
 async def test_a_client_that_resets_while_a_write_waits_is_noticed_at_once(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
