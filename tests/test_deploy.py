@@ -45,6 +45,8 @@ NGINX_BODY_LIMIT = 201 * 1024 * 1024
 MAX_FILE_SIZE = 256 * 1024
 SERVER_BODY_LIMIT = MAX_FILE_SIZE * 20 + 1024 * 1024
 SHUTDOWN_GRACE = 4
+#: A PNG of 84 KB that takes some 0.2 s to decode: 25 megapixels of one colour.
+SLOW_PNG = images.png(width=5000, height=5000)
 GRACEFUL_TIMEOUT = SHUTDOWN_GRACE + 10
 
 
@@ -662,13 +664,19 @@ async def test_nginx_stalls_a_large_body_sent_faster_than_it_is_read(
     "Known limit").  ocr_sse then hears nothing and ends the upload with
     SystemTimeout after read_timeout.  Should nginx pass the body on, this
     test fails, and docs/deploy.md should say the limit is gone.
+
+    The upload opens with sixteen PNGs slow to decode (0.2 s each), which
+    fill the upload's read-ahead: ocr_sse stops reading for a while, so
+    nginx's write has to wait, whatever the speed of the machine.
     """
     size = 150 * 1024 * 1024
+    slow = [("images", f"slow-{n}.png", SLOW_PNG) for n in range(16)]
     with start_stack(
         tmp_path, OCR_SSE_MAX_REQUEST_SIZE="200M", OCR_SSE_READ_TIMEOUT="2"
     ) as stack:
 
         async def body() -> AsyncIterator[bytes]:
+            yield multipart(slow)[: -len(f"--{BOUNDARY}--\r\n")]
             yield (
                 f"--{BOUNDARY}\r\nContent-Disposition: form-data;"
                 ' name="images"; filename="big.png"\r\n\r\n'
