@@ -569,19 +569,20 @@ async def test_an_expectation_other_than_continue_is_refused_with_417(
     }
 
 
+async def held_upload(release: asyncio.Event) -> AsyncIterator[bytes]:
+    """One PNG's upload, held after its first delimiter until *release*."""
+    delimiter = f"--{BOUNDARY}\r\n".encode()
+    yield delimiter
+    await release.wait()
+    yield multipart([("images", "a.png", images.png())])[len(delimiter) :]
+
+
 async def test_uploads_over_the_concurrency_limit_get_503(serve: Serve) -> None:
     """With every slot taken, a new upload is refused with 503 and Retry-After."""
     client = await serve(max_uploads=1)
     release = asyncio.Event()
 
-    async def held_body() -> AsyncIterator[bytes]:
-        yield b"--testboundary1234\r\n"
-        await release.wait()
-        yield multipart([("images", "a.png", images.png())])[
-            len(b"--testboundary1234\r\n") :
-        ]
-
-    first = asyncio.create_task(post(client, held_body()))
+    first = asyncio.create_task(post(client, held_upload(release)))
     await asyncio.sleep(0.2)
     status, headers, raw = await post(
         client, multipart([("images", "a.png", images.png())])
@@ -605,14 +606,7 @@ async def test_an_address_past_its_rate_limit_gets_429_even_when_all_slots_are_b
     client = await serve(rate_limit=1, max_uploads=1)
     release = asyncio.Event()
 
-    async def held_body() -> AsyncIterator[bytes]:
-        yield b"--testboundary1234\r\n"
-        await release.wait()
-        yield multipart([("images", "a.png", images.png())])[
-            len(b"--testboundary1234\r\n") :
-        ]
-
-    first = asyncio.create_task(post(client, held_body()))
+    first = asyncio.create_task(post(client, held_upload(release)))
     async with asyncio.timeout(5):
         while not client.app[RUNTIME].slots.full:
             await asyncio.sleep(0.01)
