@@ -32,14 +32,10 @@ def event(kind: str, **fields: object) -> ServerSentEvent:
     return ServerSentEvent(event=kind, data=data(kind, **fields))
 
 
-_DECODERS: list[anyio.CapacityLimiter] = []
-
-
+@functools.cache
 def decoders() -> anyio.CapacityLimiter:
     # Made in the running loop, on the first upload.
-    if not _DECODERS:
-        _DECODERS.append(anyio.CapacityLimiter(ARGS.threads))
-    return _DECODERS[0]
+    return anyio.CapacityLimiter(ARGS.threads)
 
 
 @app.post("/api/ocr")
