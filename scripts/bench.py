@@ -23,6 +23,7 @@ for the ``small`` and ``parts`` workloads.
 The client is aiohttp in this process; it sends each body from an async
 generator, so it knows when each file's last byte went out, and it measures
 its own CPU use (``client cpu``) so a client-bound row can be told apart.
+A run that fails is listed under the table, and the script then exits 1.
 
     python scripts/bench.py --json bench.json          # the full run
     python scripts/bench.py --quick --json /tmp/q.json # a smoke run, seconds
@@ -1197,15 +1198,20 @@ def table(
             f"{fmt.format(v) if v is not None else '-':>10}" for v in values.values()
         )
         lines.append(f"{title:<42} {label:<28}{cells}")
-    failed = [
+    failed = failed_runs(summary)
+    if failed:
+        lines += ["", "failed runs:", *failed]
+    return "\n".join(lines), rows
+
+
+def failed_runs(summary: dict[str, Any]) -> list[str]:
+    """One line for each workload and server with a run that failed."""
+    return [
         f"{w}/{s}: {row['ok_runs']}/{row['runs']} ok; {row['errors'][:1]}"
         for w, per in summary.items()
         for s, row in per.items()
         if row["ok_runs"] < row["runs"]
     ]
-    if failed:
-        lines += ["", "failed runs:", *failed]
-    return "\n".join(lines), rows
 
 
 def _source_state() -> dict[str, Any]:
@@ -1271,7 +1277,9 @@ def main(argv: list[str] | None = None) -> int:
             "runs": result["runs"],
         }
         args.json.write_text(json.dumps(doc, indent=1, default=str))
-    return 0
+    # The table is still printed and saved, but a scripted run must not take
+    # a failed run for a measured one.
+    return 1 if failed_runs(summary) else 0
 
 
 if __name__ == "__main__":

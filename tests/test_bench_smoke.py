@@ -36,7 +36,7 @@ def load_bench() -> Any:
 
 
 def run_quick_bench(
-    tmp_path: Path, *args: str
+    tmp_path: Path, *args: str, status: int = 0
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
     """Run `bench.py --quick` with *args*; return the run and its JSON."""
     out = tmp_path / "bench.json"
@@ -47,7 +47,7 @@ def run_quick_bench(
         text=True,
         timeout=50,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == status, done.stderr[-2000:]
     return done, json.loads(out.read_text())
 
 
@@ -113,6 +113,21 @@ def test_the_minimal_peer_runs_when_named(tmp_path: Path) -> None:
         cell = doc["summary"][workload]["minimal"]
         assert cell["ok_runs"] == cell["runs"] >= 1, cell["errors"]
     assert doc["summary"]["small"]["minimal"]["cpu_x_bare"] > 0
+
+
+def test_a_failed_run_is_listed_and_fails_the_benchmark(tmp_path: Path) -> None:
+    """A run that fails (here: longer than `--run-timeout`) is listed under the
+    table, and the benchmark exits 1, so a scripted run cannot miss it."""
+    done, doc = run_quick_bench(
+        tmp_path,
+        *("--servers", "ceiling", "--workloads", "drain", "--run-timeout", "0.000001"),
+        status=1,
+    )
+    assert doc["summary"]["drain"]["ceiling"]["ok_runs"] == 0
+    assert done.stdout.splitlines()[-2:] == [
+        "failed runs:",
+        "drain/ceiling: 0/1 ok; ['TimeoutError: ']",
+    ]
 
 
 def test_ratios_pair_the_runs_of_one_repetition() -> None:
