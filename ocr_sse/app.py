@@ -106,13 +106,18 @@ def standalone_app(config: Config) -> web.Application:
 class _OneLinePerBadRequest(logging.Filter):
     """aiohttp logs each request it cannot parse at ERROR, with a traceback:
     a client's bad bytes, which are no fault of the server, and a log a client
-    could flood.  Each is one WARNING line saying what was wrong."""
+    could flood.  Each is one WARNING line saying what was wrong.
+
+    A first request that is no HTTP method at all (TLS sent to the port, a
+    scanner) aiohttp logs at DEBUG, as the noise of any public address; it
+    stays there, as one line too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         failure = record.exc_info[1] if record.exc_info else None
         if isinstance(failure, HttpProcessingError):
             record.msg, record.args = "%s: %s", (record.getMessage(), describe(failure))
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info, record.exc_text = None, None
         return True
 

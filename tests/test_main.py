@@ -338,6 +338,30 @@ async def test_a_request_aiohttp_cannot_parse_is_one_warning_line(
     assert "Traceback" not in logged and " ERROR " not in logged
 
 
+async def test_a_request_that_is_not_http_is_one_debug_line(tmp_path: Path) -> None:
+    """A connection whose first bytes are no HTTP method (TLS sent to the
+    port, a scanner) gets aiohttp's 400 and one DEBUG line, never a WARNING,
+    as aiohttp logs the noise of a public address."""
+    with (tmp_path / "stderr").open("w+b") as stderr:
+        with running_server("--log-level", "debug", stderr=stderr) as url:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", int(url.rsplit(":", 1)[1])
+            )
+            writer.write(b"GARBAGE / HTTP/1.1\r\nHost: t\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+        stderr.seek(0)
+        logged = stderr.read().decode()
+    assert answer.startswith(b"HTTP/1.0 400 ")
+    lines = [line for line in logged.splitlines() if " aiohttp.server " in line]
+    assert len(lines) == 1, logged
+    assert (
+        " DEBUG aiohttp.server Error handling request from 127.0.0.1:"
+        " Invalid method encountered:" in lines[0]
+    )
+    assert "Traceback" not in logged and " WARNING " not in logged, logged
+
+
 def test_the_log_thread_formats_each_record_with_its_traceback() -> None:
     """A record reaches the log thread as it was logged, and is formatted
     there: its arguments merged, its traceback written out."""
