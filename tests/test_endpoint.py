@@ -431,6 +431,19 @@ async def test_requests_that_are_not_uploads_are_refused(
     assert detail in problem["detail"] and problem["title"]
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT"])
+async def test_other_methods_on_the_endpoint_get_405_allowing_post(
+    serve: Serve, method: str
+) -> None:
+    """Any method but POST on the endpoint's path is aiohttp's plain-text 405
+    with ``Allow: POST``, never a stream."""
+    client = await serve()
+    response = await client.request(method, "/api/ocr")
+    assert response.status == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.content_type == "text/plain"
+
+
 async def test_a_boundary_of_bytes_that_are_not_utf8_is_refused(serve: Serve) -> None:
     """A boundary of raw non-UTF-8 bytes: 400 before the stream, not an error in it."""
     client = await serve()
