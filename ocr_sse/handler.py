@@ -891,7 +891,10 @@ async def _hand_over(
         await upload.connection.wait(hook)
     finally:
         hook.cancel()  # a client that left takes its hook with it
-    if (failure := hook.exception()) is not None:
+    try:
+        hook.result()
+    # A hook that ended cancelled, by something it awaited, failed too.
+    except (Exception, asyncio.CancelledError) as failure:
         logger.error(
             "on_image failed session_id=%s file_index=%d",
             upload.session_id,
@@ -944,8 +947,9 @@ class _ConnectionWatch:
                 await awaited
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                # Cancelled by _look, or else by whoever runs this task.
-                if not self._gone or (task is not None and task.cancelling()):
+                # Only this task's own cancellation goes on from here: *awaited*
+                # cancelled by _look, or on its own, is read as a failure is.
+                if task is not None and task.cancelling():
                     raise
             except Exception:
                 pass  # *awaited* failed: its caller reads how from it

@@ -297,6 +297,41 @@ async def test_a_hook_failing_without_a_message_is_named_by_its_type(
     )
 
 
+async def test_a_hook_that_ends_cancelled_fails_its_file_and_the_upload_goes_on(
+    aiohttp_client: Any,
+) -> None:
+    """A hook that ends with a CancelledError of its own (it awaited something
+    that was cancelled), while the upload is not being cancelled, fails its
+    file as any failing hook does: the next file still gets its result, and
+    the counts of the end events are those of the two files."""
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        if image.file_info.file_index == 0:
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            await cancelled
+
+    client = await aiohttp_client(ocr_sse.setup(web.Application(), on_image=on_image))
+    events = await post(
+        client, multipart([("images", f"{n}.png", images.png()) for n in range(2)])
+    )
+    results = [
+        (kind, data["file_index"], data.get("error_message"))
+        for kind, data in events
+        if kind in ("image_validation_success", "image_validation_error")
+    ]
+    assert results == [
+        (
+            "image_validation_error",
+            0,
+            "the image could not be processed: CancelledError",
+        ),
+        ("image_validation_success", 1, None),
+    ]
+    assert events[-1][0] == "processing_complete"
+    assert (events[-1][1]["total_files"], events[-1][1]["successful_files"]) == (2, 1)
+
+
 async def test_the_readme_app_saves_valid_images_under_server_chosen_names(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
