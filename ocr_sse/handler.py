@@ -143,7 +143,9 @@ class Runtime:
         loop = asyncio.get_running_loop()
         await self._until_idle(loop.time() + self.config.shutdown_grace)
         for deadline in self.deadlines:
-            deadline.reschedule(loop.time())
+            # One past already is ending its upload, and cannot be moved.
+            if not deadline.expired():
+                deadline.reschedule(loop.time())
         # They now write their processing_error, which takes a moment.
         await self._until_idle(loop.time() + 5)
 

@@ -521,6 +521,48 @@ async def test_an_app_shutting_down_ends_the_uploads_still_arriving(
     assert events[-1][1]["error_message"] == "server shutting down"
 
 
+async def test_an_app_stops_cleanly_while_an_expired_upload_still_unwinds(
+    aiohttp_client: Any,
+) -> None:
+    """An upload past its deadline whose hook takes a while to handle its
+    cancellation, when the app stops: the stop does not fail on it (the
+    upload is ending already), the client gets the upload's
+    processing_error, and the decoding threads are let go."""
+    grace = 0.05
+
+    async def on_image(image: ocr_sse.ValidImage) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            # A cleanup of its own that outlasts the grace period, begun
+            # once the stop has begun.
+            while not runtime.stopping:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(grace + 0.2)
+            raise
+
+    cancelled = asyncio.Event()
+    app = ocr_sse.setup(
+        web.Application(),
+        config=Config(upload_timeout=0.3, shutdown_grace=grace),
+        on_image=on_image,
+    )
+    runtime = app[RUNTIME]
+    client = await aiohttp_client(app)
+    response = await client.post(
+        "/api/ocr",
+        data=multipart([("images", "a.png", images.png())]),
+        headers={"Content-Type": CONTENT_TYPE},
+    )
+    await asyncio.wait_for(cancelled.wait(), 5)  # the deadline has passed
+    closing = asyncio.create_task(client.server.close())
+    events = read_events(await asyncio.wait_for(response.read(), 10))
+    await asyncio.wait_for(closing, 10)
+    assert types(events) == [*ONE_FILE[:3], "processing_error"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("ocr_sse-decode")]
+
+
 async def test_an_app_started_a_second_time_serves_uploads_again(
     aiohttp_client: Any,
 ) -> None:
