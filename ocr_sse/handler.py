@@ -1091,7 +1091,7 @@ class _Body:
                 )
 
 
-def _malformed(exc: Exception) -> UploadFailed:
+def _malformed(exc: BaseException) -> UploadFailed:
     return UploadFailed(
         ErrorType.MULTIPART_PARSING, f"malformed multipart body: {describe(exc)}"
     )
@@ -1145,6 +1145,11 @@ class _BodyStream:
         self._stall.waiting_since = self._loop.time()
         try:
             chunk, _ = await self._content.readchunk()
+        except web.RequestPayloadError as bad:
+            # What aiohttp fails a body with that it cannot decode, such as
+            # one not in its Content-Encoding: the client's fault, told by the
+            # error it wraps (its own text is only "400, message:").
+            raise _malformed(bad.__cause__ or bad) from None
         except ConnectionResetError:
             raise
         except OSError as lost:

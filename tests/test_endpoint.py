@@ -719,6 +719,27 @@ async def test_a_malformed_body_is_said_in_words(
     )
 
 
+async def test_a_body_not_in_its_content_encoding_is_malformed(
+    serve: Serve,
+) -> None:
+    """A body whose Content-Encoding does not match its bytes, which aiohttp
+    cannot decode, ends with MultipartParsingError saying so, not with
+    InternalServerError."""
+    client = await serve()
+    status, _, raw = await post(
+        client,
+        multipart([("images", "a.png", images.png())]),
+        **{"Content-Encoding": "gzip"},
+    )
+    assert status == 200
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_type"] == "MultipartParsingError"
+    assert events[-1][1]["error_message"] == (
+        "malformed multipart body: Can not decode content-encoding: gzip"
+    )
+
+
 async def test_a_nested_multipart_part_is_said_to_be_unsupported(
     serve: Serve,
 ) -> None:
