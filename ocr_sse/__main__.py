@@ -195,6 +195,14 @@ class _LogWriter:
             pass  # stderr is gone: there is nowhere left to say so
 
 
+#: Seconds a connection may sit idle, with no request under way, before it
+#: is closed: web.run_app's value.  A bare AppRunner keeps aiohttp's default
+#: of 3630, which holds the connection of a client that went silent (or that
+#: never sent a request) for an hour.  Above nginx's upstream keepalive_timeout
+#: (60 s in docs/nginx.conf), as docs/deploy.md asks of gunicorn's --keep-alive.
+KEEPALIVE_TIMEOUT = 75
+
+
 class CannotListen(Exception):
     """The server cannot listen on its address: taken, not this machine's,
     or a port it may not use."""
@@ -209,7 +217,12 @@ async def serve(config: Config) -> None:
     aiohttp shut down.
     """
     app = standalone_app(config)
-    runner = web.AppRunner(app, shutdown_timeout=5, access_log_class=_AccessLogger)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=5,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        access_log_class=_AccessLogger,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

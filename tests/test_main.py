@@ -22,7 +22,8 @@ from typing import IO
 import aiohttp
 import pytest
 
-from ocr_sse.__main__ import _LogWriter, _QueueHandler
+from ocr_sse import Config
+from ocr_sse.__main__ import _LogWriter, _QueueHandler, serve
 from ocr_sse.app import create_app
 
 from . import images
@@ -484,6 +485,40 @@ async def test_sigterm_lets_uploads_finish_then_ends_the_rest() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_an_idle_connection_is_closed_after_75_seconds(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection on which no request comes is closed once it has been idle
+    for 75 s, as aiohttp's run_app closes it, not held for the hour a bare
+    aiohttp runner would hold it.  The event loop's clock is moved on rather
+    than waited for."""
+    server = asyncio.create_task(serve(Config(port=0)))
+    try:
+        async with asyncio.timeout(10):
+            while "listening on" not in (printed := capsys.readouterr().out):
+                await asyncio.sleep(0.01)
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", printed)
+        assert match is not None, printed
+        port = int(match[1])
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        # Answered on a connection accepted after the idle one: the server has
+        # taken the idle one in, and waits on it for a request.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+        loop = asyncio.get_running_loop()
+        clock = loop.time
+        monkeypatch.setattr(loop, "time", lambda: clock() + 75.01)
+        async with asyncio.timeout(5):
+            assert await idle_reader.read() == b""
+        idle_writer.close()
+        writer.close()
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
 
 
 def test_the_app_factory_refuses_a_flag_it_does_not_know(
