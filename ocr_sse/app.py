@@ -114,6 +114,14 @@ class _OneLinePerBadRequest(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         failure = record.exc_info[1] if record.exc_info else None
+        if isinstance(failure, web.RequestPayloadError) and isinstance(
+            failure.__cause__, HttpProcessingError
+        ):
+            # Once the handler is done, aiohttp reads what is left of the body
+            # (to reuse the connection) and logs "Unhandled exception" for a
+            # body it cannot decode, such as one not in its Content-Encoding.
+            failure = failure.__cause__
+            record.msg, record.args = "the rest of a request body could not be read", ()
         if isinstance(failure, HttpProcessingError):
             record.msg, record.args = "%s: %s", (record.getMessage(), describe(failure))
             if record.levelno > logging.WARNING:

@@ -339,6 +339,40 @@ async def test_a_request_aiohttp_cannot_parse_is_one_warning_line(
     assert "Traceback" not in logged and " ERROR " not in logged
 
 
+async def test_a_body_not_in_its_content_encoding_is_one_warning_line(
+    tmp_path: Path,
+) -> None:
+    """A request body that does not decode from its Content-Encoding: the
+    upload ends with MultipartParsingError, and what aiohttp then fails to
+    read of the body's rest is one WARNING line, not an error with a
+    traceback a client could repeat at will."""
+    body = b"this is not gzip" * 100
+    with (tmp_path / "stderr").open("w+b") as stderr:
+        with running_server(stderr=stderr) as url:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", int(url.rsplit(":", 1)[1])
+            )
+            writer.write(
+                b"POST /api/ocr HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Encoding: gzip\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            answer = await reader.read()
+            writer.close()
+        stderr.seek(0)
+        logged = stderr.read().decode()
+    assert b"event: processing_error" in answer
+    assert b'"error_type":"MultipartParsingError"' in answer
+    warnings = [line for line in logged.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, logged
+    assert warnings[0].endswith(
+        " WARNING aiohttp.server the rest of a request body could not be read:"
+        " Can not decode content-encoding: gzip"
+    ), warnings[0]
+    assert "Traceback" not in logged and " ERROR " not in logged, logged
+
+
 async def test_a_request_that_is_not_http_is_one_debug_line(tmp_path: Path) -> None:
     """A connection whose first bytes are no HTTP method (TLS sent to the
     port, a scanner) gets aiohttp's 400 and one DEBUG line, never a WARNING,
