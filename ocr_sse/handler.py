@@ -300,6 +300,11 @@ async def _stream_upload(
     request: web.Request, runtime: Runtime, total_files: int | None
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers=SSE_HEADERS)
+    if request.version < (1, 1):
+        # No chunked encoding: the stream ends where the connection does.
+        # aiohttp (3.14) would keep a keep-alive client's open, and the
+        # client, told nothing of keeping it, would wait on it.
+        response.force_close()
     upload = _Upload(
         request=request,
         out=_EventWriter(

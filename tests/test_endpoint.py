@@ -535,6 +535,27 @@ async def test_an_http10_client_is_not_told_to_continue(serve: Serve) -> None:
     assert types(read_events(answer.partition(b"\r\n\r\n")[2])) == ONE_FILE
 
 
+async def test_an_http10_keep_alive_client_sees_the_stream_end(serve: Serve) -> None:
+    """HTTP/1.0 has no chunked encoding: the stream's end is the connection's,
+    closed after the last event even when the client asked to keep it alive
+    (the response says nothing of keeping it, so the client waits for it)."""
+    client = await serve()
+    body = multipart([("images", "a.png", images.png())])
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        f"POST /api/ocr HTTP/1.0\r\nContent-Type: {CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n".encode()
+        + body
+    )
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    head, _, stream = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ")
+    assert b"Connection: keep-alive" not in head
+    assert types(read_events(stream)) == ONE_FILE
+
+
 async def test_expect_continue_lets_an_upload_in(serve: Serve) -> None:
     """An admissible upload sent with Expect: 100-continue streams as usual."""
     client = await serve()
