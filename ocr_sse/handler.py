@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import attrs
 import orjson
@@ -75,6 +75,8 @@ __all__ = (
 )
 
 logger = logging.getLogger("ocr_sse")
+
+_T = TypeVar("_T")
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -440,7 +442,11 @@ async def _run_upload(upload: _Upload) -> list[Event]:
             ),
         ]
     upload.log(
-        "upload failed", error_type=failure.error_type.value, reason=failure.message
+        "upload failed",
+        # A disk that failed a temporary file is the operator's to mend.
+        level=logging.ERROR if isinstance(failure, _DiskFailed) else logging.INFO,
+        error_type=failure.error_type.value,
+        reason=failure.message,
     )
     return [
         ProcessingError(
@@ -775,7 +781,7 @@ class _FileBuffer:
             return open_chunks(chunks) if self.held.size else b"".join(chunks)
         await self._spill()
         assert self._writing is not None
-        await self._writing
+        await _on_disk(self._writing)
         file, self._file = self._file, None
         return file
 
@@ -816,11 +822,11 @@ class _FileBuffer:
     async def _spill(self) -> None:
         loop = asyncio.get_running_loop()
         if self._writing is not None:
-            await self._writing  # one write at a time keeps them in order
+            await _on_disk(self._writing)  # one write at a time keeps them in order
         if self._file is None:
             making = loop.run_in_executor(None, _new_spool_file)
             try:
-                self._file = await asyncio.shield(making)
+                self._file = await _on_disk(asyncio.shield(making))
             except asyncio.CancelledError:
                 # The thread makes the file all the same: close it once made.
                 making.add_done_callback(_close_made_file)
@@ -830,6 +836,22 @@ class _FileBuffer:
         self._chunks = []
         self._unwritten = 0
         self._writing = loop.run_in_executor(None, self._file.write, data)
+
+
+class _DiskFailed(UploadFailed):
+    """A temporary file could not be made or written: the server's failure."""
+
+
+async def _on_disk(io: Awaitable[_T]) -> _T:
+    """Await a temporary file's making or writing: a disk that fails it (a
+    full one, say) is the server's failure, not the client's nor a bug."""
+    try:
+        return await io
+    except OSError as failed:
+        raise _DiskFailed(
+            ErrorType.INTERNAL,
+            f"the server could not store the file: {describe(failed)}",
+        ) from failed
 
 
 def _new_spool_file() -> BinaryIO:

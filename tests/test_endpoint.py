@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
+import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -15,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 import ocr_sse
-from ocr_sse import Config
+from ocr_sse import Config, handler
 from ocr_sse.handler import RUNTIME
 
 from . import images
@@ -310,6 +312,48 @@ async def test_large_files_validate_in_memory_or_spooled(
     ]
     assert only(events, "image_received")[0]["size_bytes"] == len(large)
     assert client.app[RUNTIME].memory.in_use == 0
+
+
+class _FullDisk(io.BytesIO):
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _no_room() -> Any:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    "new_spool_file", [_no_room, _FullDisk], ids=["made", "written"]
+)
+async def test_a_temporary_file_the_disk_refuses_is_the_servers_failure(
+    serve: Serve,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    new_spool_file: Callable[[], Any],
+) -> None:
+    """A large file whose temporary file cannot be made or written (a full
+    disk) ends the upload with InternalServerError naming the disk's error,
+    logged as one ERROR line, not as a bug with a traceback."""
+    monkeypatch.setattr(handler, "_new_spool_file", new_spool_file)
+    client = await serve(memory_budget=0)
+    status, _, raw = await post(
+        client,
+        multipart(
+            [("images", "large.jpg", images.noise_jpeg(width=1500, height=1000))]
+        ),
+    )
+    assert status == 200
+    events = read_events(raw)
+    assert types(events) == ["upload_started", "processing_error"]
+    assert events[-1][1]["error_type"] == "InternalServerError"
+    assert events[-1][1]["error_message"] == (
+        "the server could not store the file: [Errno 28] No space left on device"
+    )
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.getMessage().split(" session_id=")[0], r.exc_info) for r in errors] == [
+        ("upload failed", None)
+    ]
 
 
 async def test_files_past_the_count_limit_are_reported_not_validated(
