@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 import aiohttp
 import attrs
@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 import ocr_sse
-from ocr_sse import Config, handler, validation
+from ocr_sse import Config, validation
 from ocr_sse.handler import RUNTIME, Runtime
 from ocr_sse.metrics import Metrics, PrometheusMetrics
 
@@ -660,41 +660,4 @@ async def test_a_client_that_half_closes_mid_upload_has_gone(
     assert b"processing_" not in upload.received
     await first_disconnect(caplog, within=5)
     await settled(runtime, baseline_tasks)
-    upload.writer.close()
-
-
-async def test_a_temporary_file_made_as_its_upload_ends_is_closed(
-    start: Start, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An upload that ends, here as the server stops, while the temporary
-    file for its large file is being made: the file, made all the same once
-    the upload is over, is closed, not left open for the garbage collector."""
-    making, go_on = threading.Event(), threading.Event()
-    made: list[BinaryIO] = []
-    new_spool_file = handler._new_spool_file
-
-    def slow_new_spool_file() -> BinaryIO:
-        making.set()
-        go_on.wait(10)
-        made.append(new_spool_file())
-        return made[-1]
-
-    monkeypatch.setattr(handler, "_new_spool_file", slow_new_spool_file)
-    server, _ = await start(
-        max_file_size=20_000_000, memory_budget=0, shutdown_grace=0.01
-    )
-    upload = RawUpload(server.port, multipart([("images", "a.jpg", SLOW_JPEG)]))
-    await upload.open()
-    await upload.send(len(upload.body))
-    async with asyncio.timeout(5):
-        while not making.is_set():
-            await asyncio.sleep(0.01)
-    await ocr_sse.stop_uploads(server.app)
-    await upload.wait_for(b"event: processing_error")
-    go_on.set()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(5):
-            while not (made and made[0].closed):
-                await asyncio.sleep(0.01)
-    assert made and made[0].closed
     upload.writer.close()
