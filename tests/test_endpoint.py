@@ -562,33 +562,21 @@ async def test_a_refused_expect_continue_says_the_connection_closes(
     assert orjson.loads(problem)["status"] == 415
 
 
-async def test_an_http10_client_is_not_told_to_continue(serve: Serve) -> None:
-    """HTTP/1.0 has no 1xx answers: its upload gets the stream alone."""
+@pytest.mark.parametrize("header", ["Expect: 100-continue", "Connection: keep-alive"])
+async def test_an_http10_client_gets_the_stream_alone_to_the_connections_end(
+    serve: Serve, header: str
+) -> None:
+    """HTTP/1.0 has no 1xx answers and no chunked encoding: its upload gets
+    the stream alone, never told to continue, and the stream ends with the
+    connection, closed after the last event even when the client asked to
+    keep it alive (the response says nothing of keeping it, so the client
+    waits for its end)."""
     client = await serve()
     body = multipart([("images", "a.png", images.png())])
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(
         f"POST /api/ocr HTTP/1.0\r\nContent-Type: {CONTENT_TYPE}\r\n"
-        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
-        + body
-    )
-    async with asyncio.timeout(5):
-        answer = await reader.read()
-    writer.close()
-    assert answer.startswith(b"HTTP/1.0 200 ")
-    assert types(read_events(answer.partition(b"\r\n\r\n")[2])) == ONE_FILE
-
-
-async def test_an_http10_keep_alive_client_sees_the_stream_end(serve: Serve) -> None:
-    """HTTP/1.0 has no chunked encoding: the stream's end is the connection's,
-    closed after the last event even when the client asked to keep it alive
-    (the response says nothing of keeping it, so the client waits for it)."""
-    client = await serve()
-    body = multipart([("images", "a.png", images.png())])
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-    writer.write(
-        f"POST /api/ocr HTTP/1.0\r\nContent-Type: {CONTENT_TYPE}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n".encode()
+        f"Content-Length: {len(body)}\r\n{header}\r\n\r\n".encode()
         + body
     )
     async with asyncio.timeout(5):

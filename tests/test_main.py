@@ -311,24 +311,31 @@ async def test_each_request_gets_an_access_line(tmp_path: Path) -> None:
     assert len(access) == 2, logged
 
 
+async def send_raw(tmp_path: Path, request: bytes, *flags: str) -> tuple[bytes, str]:
+    """Send *request* as raw bytes to `python -m ocr_sse` with *flags*; return
+    the answer, read to the connection's end, and what the server logged."""
+    with (tmp_path / "stderr").open("w+b") as stderr:
+        with running_server(*flags, stderr=stderr) as url:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", int(url.rsplit(":", 1)[1])
+            )
+            writer.write(request)
+            answer = await reader.read()
+            writer.close()
+        stderr.seek(0)
+        return answer, stderr.read().decode()
+
+
 async def test_a_request_aiohttp_cannot_parse_is_one_warning_line(
     tmp_path: Path,
 ) -> None:
     """Bad HTTP from a client gets aiohttp's 400 and one WARNING line in the
     log, not an error with a traceback."""
-    with (tmp_path / "stderr").open("w+b") as stderr:
-        with running_server(stderr=stderr) as url:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", int(url.rsplit(":", 1)[1])
-            )
-            writer.write(
-                b"POST /api/ocr HTTP/1.1\r\nHost: t\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
-            )
-            answer = await reader.read()
-            writer.close()
-        stderr.seek(0)
-        logged = stderr.read().decode()
+    answer, logged = await send_raw(
+        tmp_path,
+        b"POST /api/ocr HTTP/1.1\r\nHost: t\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    )
     assert answer.startswith(b"HTTP/1.0 400 ")  # aiohttp answers as it can
     warnings = [line for line in logged.splitlines() if " WARNING " in line]
     assert len(warnings) == 1, logged
@@ -347,21 +354,13 @@ async def test_a_body_not_in_its_content_encoding_is_one_warning_line(
     read of the body's rest is one WARNING line, not an error with a
     traceback a client could repeat at will."""
     body = b"this is not gzip" * 100
-    with (tmp_path / "stderr").open("w+b") as stderr:
-        with running_server(stderr=stderr) as url:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", int(url.rsplit(":", 1)[1])
-            )
-            writer.write(
-                b"POST /api/ocr HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                b"Content-Type: multipart/form-data; boundary=b\r\n"
-                b"Content-Encoding: gzip\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
-            answer = await reader.read()
-            writer.close()
-        stderr.seek(0)
-        logged = stderr.read().decode()
+    answer, logged = await send_raw(
+        tmp_path,
+        b"POST /api/ocr HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Encoding: gzip\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+    )
     assert b"event: processing_error" in answer
     assert b'"error_type":"MultipartParsingError"' in answer
     warnings = [line for line in logged.splitlines() if " WARNING " in line]
@@ -377,16 +376,9 @@ async def test_a_request_that_is_not_http_is_one_debug_line(tmp_path: Path) -> N
     """A connection whose first bytes are no HTTP method (TLS sent to the
     port, a scanner) gets aiohttp's 400 and one DEBUG line, never a WARNING,
     as aiohttp logs the noise of a public address."""
-    with (tmp_path / "stderr").open("w+b") as stderr:
-        with running_server("--log-level", "debug", stderr=stderr) as url:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", int(url.rsplit(":", 1)[1])
-            )
-            writer.write(b"GARBAGE / HTTP/1.1\r\nHost: t\r\n\r\n")
-            answer = await reader.read()
-            writer.close()
-        stderr.seek(0)
-        logged = stderr.read().decode()
+    answer, logged = await send_raw(
+        tmp_path, b"GARBAGE / HTTP/1.1\r\nHost: t\r\n\r\n", "--log-level", "debug"
+    )
     assert answer.startswith(b"HTTP/1.0 400 ")
     lines = [line for line in logged.splitlines() if " aiohttp.server " in line]
     assert len(lines) == 1, logged
