@@ -63,16 +63,12 @@ def _parse_seconds(text: str) -> float:
     return seconds
 
 
-def _parse_formats(text: str) -> frozenset[str]:
-    return _format_names(text.split(","))
-
-
 def _format_names(names: str | Iterable[str]) -> frozenset[str]:
     # Config(allowed_formats=...) takes names as the environment does: in any
     # case, and a string as the comma-separated list, not as its letters.
     if isinstance(names, str):
-        return _parse_formats(names)
-    if not isinstance(names, Iterable):
+        names = names.split(",")
+    elif not isinstance(names, Iterable):
         raise TypeError(f"allowed_formats must be format names, not {names!r}")
     formats = set()
     for name in names:
@@ -252,7 +248,7 @@ class Config:
     )
     allowed_formats: frozenset[str] = _setting(
         frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"}),
-        _parse_formats,
+        _format_names,
         "accepted image formats, comma-separated",
         converter=_format_names,
         validator=_formats,
