@@ -403,7 +403,7 @@ async def _upload(
             async for event in events:
                 state = state.apply(event)
                 if json:
-                    _out_bytes(to_json(event) + b"\n")
+                    _out(to_json(event) + b"\n")
                 elif terminal:
                     lines = progress.live_lines(state, glyphs=glyphs)
                     if state.end is None:
@@ -477,18 +477,14 @@ class _OutputFailed(Exception):
         self.error = error
 
 
-def _out(text: str) -> None:
+def _out(data: str | bytes) -> None:
+    """Write *data* to stdout (bytes, as they are, to its buffer) at once."""
+    stream: typing.IO[typing.Any] = (
+        sys.stdout.buffer if isinstance(data, bytes) else sys.stdout
+    )
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except OSError as exc:
-        raise _OutputFailed(exc) from exc
-
-
-def _out_bytes(data: bytes) -> None:
-    try:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        stream.write(data)
+        stream.flush()
     except OSError as exc:
         raise _OutputFailed(exc) from exc
 
