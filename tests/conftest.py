@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +14,19 @@ from aiohttp.test_utils import TestClient
 
 import ocr_sse
 from ocr_sse import Config
+
+
+def load_script(path: Path) -> Any:
+    """The script at *path* (``scripts/`` is no package) as a module named
+    after its file, registered in ``sys.modules``, where dataclasses look
+    their module up."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 #: Starts a test server with the endpoint under the given settings.
 Serve = Callable[..., Awaitable[TestClient[Any, Any]]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
 import os
@@ -19,20 +18,11 @@ from PIL import JpegImagePlugin
 from ocr_sse.validation import detect_format, validate
 
 from . import images
+from .conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 PEERS = ROOT / "scripts" / "bench_peers"
-
-
-def load_bench() -> Any:
-    """The benchmark script as a module."""
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = bench
-    spec.loader.exec_module(bench)
-    return bench
 
 
 def run_quick_bench(
@@ -133,7 +123,7 @@ def test_a_failed_run_is_listed_and_fails_the_benchmark(tmp_path: Path) -> None:
 def test_ratios_pair_the_runs_of_one_repetition() -> None:
     """A ratio to the ceiling is the median of each repetition's own ratio,
     so a slow repetition for every server does not skew it."""
-    bench = load_bench()
+    bench = load_script(BENCH)
     runs = [
         {"workload": "drain", "server": server, "rep": rep, "ok": True, "mb_per_s": v}
         for server, rep, v in [
@@ -159,10 +149,7 @@ def test_the_peers_decode_a_jpeg_as_ocr_sse_does(
     """The peers' validation asks Pillow for the same JPEG decode as ocr_sse's
     (draft mode, 1/8 scale), so the large-image rows compare servers, not
     decodes."""
-    spec = importlib.util.spec_from_file_location("_common", PEERS / "_common.py")
-    assert spec is not None and spec.loader is not None
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
+    common = load_script(PEERS / "_common.py")
     drafts: list[tuple[str, tuple[int, int]]] = []
     original = JpegImagePlugin.JpegImageFile.draft
 
@@ -197,7 +184,7 @@ async def test_the_fastapi_peer_decodes_in_its_threads_only(tmp_path: Path) -> N
     """The FastAPI peer decodes in at most ``--threads`` threads, as the
     other servers do, however many uploads come at once (Starlette's own
     thread pool has 40)."""
-    bench = load_bench()
+    bench = load_script(BENCH)
     limits = bench.Limits(
         max_file_size=2**20,
         max_request_size=2**26,
@@ -230,7 +217,7 @@ async def test_a_failed_upload_stops_the_other_uploads_of_its_run(
 ) -> None:
     """When one of the uploads made at once fails, the run stops the others
     before it ends, rather than leave them running into the next server's."""
-    bench = load_bench()
+    bench = load_script(BENCH)
     running: set[asyncio.Task[Any]] = set()
 
     async def upload(session: Any, url: str, parts: list[Any]) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -11,7 +10,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,20 +26,13 @@ from ocr_sse.events import (
     utc_now,
 )
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "loadtest.py"
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("loadtest", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loadtest"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-loadtest = _load_script()
+loadtest = load_script(SCRIPT)
 
 
 def check_report(doc: dict[str, Any]) -> None:
