@@ -145,9 +145,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         await self._until_idle(loop.time() + self.config.shutdown_grace)
         for deadline in self.deadlines:
-            # One past already is ending its upload, and cannot be moved.
-            if not deadline.expired():
-                deadline.reschedule(loop.time())
+            _end_now(deadline)
         # They now write their processing_error, which takes a moment.
         await self._until_idle(loop.time() + 5)
 
@@ -379,6 +377,14 @@ async def _stream_upload(
     return response
 
 
+def _end_now(deadline: asyncio.Timeout) -> None:
+    """Bring an upload's *deadline* forward to now."""
+    # One that has passed, perhaps in this same turn of the event loop, is
+    # ending its upload already and cannot be moved.
+    if not deadline.expired():
+        deadline.reschedule(asyncio.get_running_loop().time())
+
+
 def _client_gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
@@ -390,9 +396,8 @@ async def _run_upload(upload: _Upload) -> list[Event]:
     try:
         async with asyncio.timeout(config.upload_timeout) as deadline:
             runtime.deadlines.add(deadline)
-            loop = asyncio.get_running_loop()
             # A stalled client ends the upload as its deadline would, now.
-            upload.stall.watch(lambda: deadline.reschedule(loop.time()))
+            upload.stall.watch(lambda: _end_now(deadline))
             try:
                 tally = await _receive_files(upload)
             finally:

@@ -1160,6 +1160,40 @@ async def test_an_upload_over_its_deadline_ends_with_system_timeout(
     assert events[-1][1]["error_message"] == "the upload took longer than 0.3 s"
 
 
+async def test_a_deadline_and_a_stall_due_at_once_end_the_upload_quietly(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the upload's deadline and the stall watch come due in the same turn
+    of the event loop, the upload ends with one SystemTimeout and nothing is
+    logged: the stall watch does not move a deadline that has already passed.
+    The event loop's clock is moved past both rather than waited for."""
+    client = await serve(upload_timeout=10, read_timeout=20)
+    stop = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield multipart([("images", "a.png", images.png())])[:100]
+        await stop.wait()
+
+    response = await client.post(
+        "/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE}
+    )
+    # upload_started is written once the server waits on the body.
+    assert (await response.content.readuntil(b"\n\n")).startswith(
+        b"event: upload_started\n"
+    )
+    loop = asyncio.get_running_loop()
+    clock = loop.time
+    monkeypatch.setattr(loop, "time", lambda: clock() + 100)
+    raw = await asyncio.wait_for(response.content.read(), 5)
+    stop.set()
+
+    events = read_events(raw)
+    assert types(events) == ["processing_error"]
+    assert events[0][1]["error_type"] == "SystemTimeout"
+    assert events[0][1]["error_message"] == "the client sent nothing for 20 s"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 async def test_embedding_in_a_sub_application_at_another_path(
     aiohttp_client: Any,
 ) -> None:
