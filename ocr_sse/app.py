@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import malloc
-from .config import Config
+from .config import Config, ConfigError
 from .errors import describe
 from .handler import RUNTIME, OnImage, Runtime, expect_upload, handle_upload
 from .limits import MemoryBudget, RateLimiter, UploadSlots
@@ -76,9 +76,15 @@ def create_app(argv: Sequence[str] | None = None) -> web.Application:
     # Every argument is the factory's (python -m aiohttp.web passes on what
     # it does not take itself): a misspelt flag is refused, not ignored.
     parser = argparse.ArgumentParser(prog="ocr_sse.app:create_app")
-    return standalone_app(
-        Config.from_args(argv or [], environ=os.environ, parser=parser)
-    )
+    try:
+        config = Config.from_args(argv or [], environ=os.environ, parser=parser)
+    except ConfigError as exc:
+        if argv is None:
+            # Called from code, or by gunicorn, which stops on an exception
+            # but starts the worker again and again after an exit status 2.
+            raise
+        parser.error(str(exc))  # a command line's: usage, one line, status 2
+    return standalone_app(config)
 
 
 def standalone_app(config: Config) -> web.Application:

@@ -22,7 +22,7 @@ from typing import IO
 import aiohttp
 import pytest
 
-from ocr_sse import Config
+from ocr_sse import Config, ConfigError
 from ocr_sse.__main__ import _LogWriter, _QueueHandler, serve
 from ocr_sse.app import create_app
 
@@ -560,6 +560,58 @@ def test_the_app_factory_refuses_a_flag_it_does_not_know(
     assert capsys.readouterr().err.endswith(
         "ocr_sse.app:create_app: error: unrecognized arguments: --max-filesize 5MiB\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (
+            ["--max-files", "0"],
+            {},
+            "argument --max-files: max_files must be above 0, not 0",
+        ),
+        (
+            [],
+            {"OCR_SSE_MAX_FILES": "0"},
+            "OCR_SSE_MAX_FILES='0': max_files must be above 0, not 0",
+        ),
+        (
+            [],
+            {"OCR_SSE_MAX_FILES": "ten"},
+            "OCR_SSE_MAX_FILES='ten': expected a whole number",
+        ),
+    ],
+)
+def test_the_app_factory_refuses_a_bad_value_with_a_usage_line(
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """create_app(argv) from `python -m aiohttp.web` refuses a value out of
+    range, as a flag or as a variable, as `ocr-sse` does: its usage and one
+    line on stderr, exit status 2, not a traceback."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as caught:
+        create_app(argv)
+
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ocr_sse.app:create_app ")
+    assert err.endswith(f"\nocr_sse.app:create_app: error: {message}\n")
+
+
+def test_the_app_factory_called_from_code_raises_a_bad_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """create_app() as gunicorn calls it raises the ConfigError, which gunicorn
+    shows before it stops: an exit status 2 would have it start the worker
+    again and again."""
+    monkeypatch.setenv("OCR_SSE_MAX_FILES", "0")
+    with pytest.raises(ConfigError, match=r"^OCR_SSE_MAX_FILES='0': max_files must"):
+        create_app()
 
 
 def test_the_app_factory_runs_under_aiohttp_web() -> None:
