@@ -40,8 +40,8 @@ def setup(
     written; if it raises, that file fails and the upload goes on.
     *metrics* receives what happens to uploads (see :mod:`ocr_sse.metrics`).
 
-    Works on a sub-application too.  The decoding threads start with the app
-    and are shut down with it.
+    Works on a sub-application too, once per app.  The decoding threads
+    start with the app and are shut down with it.
     """
     if config is None:
         config = Config()
@@ -49,6 +49,13 @@ def setup(
         # config={"max_files": 5} would fail further on, as a dict without
         # the attribute max_uploads.
         raise TypeError(f"config must be an ocr_sse.Config, not {config!r}")
+    if RUNTIME in app:
+        # The second endpoint's settings would be both endpoints', and the
+        # first's decoding threads would outlive the app.
+        raise RuntimeError(
+            "ocr_sse.setup() was already called on this app; put a second"
+            " endpoint on a sub-application"
+        )
     app[CONFIG] = config
     # Made here, not as the app starts: an app may be started more than once,
     # and aiohttp deprecates changing one that has started.

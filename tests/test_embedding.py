@@ -370,6 +370,21 @@ def test_setup_refuses_a_config_that_is_not_a_config() -> None:
     )
 
 
+def test_setup_refuses_a_second_endpoint_on_the_same_app() -> None:
+    """A second setup() on one app is refused: its settings would silently
+    become those of the first endpoint too, and the first endpoint's
+    decoding threads would outlive the app."""
+    app = ocr_sse.setup(web.Application(), config=Config(max_files=1), path="/a")
+    with pytest.raises(RuntimeError) as caught:
+        ocr_sse.setup(app, config=Config(max_files=5), path="/b")
+
+    assert str(caught.value) == (
+        "ocr_sse.setup() was already called on this app; put a second endpoint"
+        " on a sub-application"
+    )
+    assert app[ocr_sse.CONFIG].max_files == 1
+
+
 async def test_metrics_count_uploads_files_refusals_and_latency(
     aiohttp_client: Any,
 ) -> None:
