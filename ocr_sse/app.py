@@ -76,9 +76,10 @@ def setup(
 def create_app(argv: Sequence[str] | None = None) -> web.Application:
     """The standalone server's app, settings from *argv* and ``OCR_SSE_*``.
 
-    Usable as ``python -m aiohttp.web ocr_sse.app:create_app`` and with
-    gunicorn (``ocr_sse.app:create_app()`` with the worker class
-    ``ocr_sse.worker.GunicornWorker``, which lets uploads finish on a stop).
+    Usable as ``python -m aiohttp.web ocr_sse.app:create_app`` (logging at
+    ``log_level``) and with gunicorn (``ocr_sse.app:create_app()`` with the
+    worker class ``ocr_sse.worker.GunicornWorker``, which lets uploads finish
+    on a stop).
     """
     # Every argument is the factory's (python -m aiohttp.web passes on what
     # it does not take itself): a misspelt flag is refused, not ignored.
@@ -91,6 +92,11 @@ def create_app(argv: Sequence[str] | None = None) -> web.Application:
             # but starts the worker again and again after an exit status 2.
             raise
         parser.error(str(exc))  # a command line's: usage, one line, status 2
+    if argv is not None:
+        # python -m aiohttp.web has just set the root logger to DEBUG, which
+        # writes a line per file, and Pillow's per chunk, whatever log_level
+        # says.  Under gunicorn (no argv) its --log-level decides.
+        logging.getLogger().setLevel(config.log_level.upper())
     return standalone_app(config)
 
 

@@ -614,17 +614,22 @@ def test_the_app_factory_called_from_code_raises_a_bad_value(
         create_app()
 
 
-def test_the_app_factory_runs_under_aiohttp_web() -> None:
-    """`python -m aiohttp.web ocr_sse.app:create_app` serves the endpoint,
-    with settings after the factory's name passed to it as flags."""
+def upload_under_aiohttp_web(
+    *flags: str, stderr: IO[bytes] | None = None
+) -> list[tuple[str, dict[str, object]]]:
+    """Two PNGs sent to `python -m aiohttp.web ocr_sse.app:create_app *flags`
+    on a free loopback port; the events of the upload.
+
+    The server is stopped afterwards, and has ended when this returns.
+    """
     port = free_port()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "aiohttp.web", "-H", "127.0.0.1", "-P", str(port),
-            "ocr_sse.app:create_app", "--max-files", "1",
+            "ocr_sse.app:create_app", *flags,
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
     )  # fmt: skip
     try:
         body = multipart([("images", f"{n}.png", images.png()) for n in range(2)])
@@ -646,6 +651,44 @@ def test_the_app_factory_runs_under_aiohttp_web() -> None:
         connection.close()
     finally:
         process.terminate()
-        process.wait(timeout=15)
+        try:
+            process.wait(timeout=15)
+        finally:
+            process.kill()
+            process.wait()
+    return events
+
+
+def test_the_app_factory_runs_under_aiohttp_web() -> None:
+    """`python -m aiohttp.web ocr_sse.app:create_app` serves the endpoint,
+    with settings after the factory's name passed to it as flags."""
+    events = upload_under_aiohttp_web("--max-files", "1")
     errors = [data["error_code"] for kind, data in events if "error_code" in data]
     assert errors == [{"CountLimitExceeded": {"count": 2, "limit": 1}}]
+
+
+@pytest.mark.parametrize(
+    ("flags", "lines"),
+    [
+        ((), ["upload started", "upload complete"]),
+        (("--log-level", "warning"), []),
+    ],
+)
+def test_the_app_factory_logs_at_its_log_level_under_aiohttp_web(
+    tmp_path: Path, flags: tuple[str, ...], lines: list[str]
+) -> None:
+    """Under `python -m aiohttp.web`, which sets up logging at DEBUG, the
+    factory's log_level still decides what is written, as with `ocr-sse`:
+    no line per file at the default INFO, no upload lines at WARNING."""
+    with (tmp_path / "stderr").open("w+b") as stderr:
+        events = upload_under_aiohttp_web(*flags, stderr=stderr)
+        stderr.seek(0)
+        logged = stderr.read().decode()
+    assert types(events)[-1] == "processing_complete"
+    written = [
+        line.removeprefix("INFO:ocr_sse:").split(" session_id=")[0]
+        for line in logged.splitlines()
+        if ":ocr_sse:" in line
+    ]
+    assert written == lines, logged
+    assert "DEBUG:" not in logged
