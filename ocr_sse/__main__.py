@@ -31,6 +31,7 @@ from yarl import URL
 from . import __version__, client, progress
 from .app import standalone_app, stop_uploads
 from .config import Config, ConfigError
+from .errors import describe
 from .events import Event, to_json
 
 __all__ = ("DEFAULT_URL", "CannotListen", "main", "upload_main")
@@ -150,7 +151,7 @@ class _LogWriter:
     def __init__(
         self,
         records: queue.SimpleQueue[logging.LogRecord | None],
-        stream: TextIO,
+        stream: TextIO | None,
         formatter: logging.Formatter,
     ) -> None:
         self._records = records
@@ -185,14 +186,28 @@ class _LogWriter:
                 return
 
     def _write(self, records: list[logging.LogRecord]) -> None:
-        if not records:
+        # Without stderr (closed when the server started, so None) the
+        # records are still taken: left in the queue, they would pile up.
+        if not records or self._stream is None:
             return
-        text = "".join(self._formatter.format(record) + "\n" for record in records)
+        text = "".join(map(self._format, records))
         try:
             self._stream.write(text)
             self._stream.flush()
         except (OSError, ValueError):
             pass  # stderr is gone: there is nowhere left to say so
+
+    def _format(self, record: logging.LogRecord) -> str:
+        try:
+            return self._formatter.format(record) + "\n"
+        except Exception as failed:
+            # A call with the wrong arguments for its message, in any
+            # library's code, must not end the thread, as it would not end
+            # a logging.Handler: the queue would then grow for ever.
+            return (
+                f"--- Logging error: {type(failed).__name__}: {describe(failed)},"
+                f" in a record of {record.name} ({record.pathname}:{record.lineno})\n"
+            )
 
 
 #: Seconds a connection may sit idle, with no request under way, before it

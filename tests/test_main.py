@@ -445,6 +445,51 @@ def test_log_lines_are_written_in_batches_and_all_of_them_at_stop() -> None:
     assert len(writes) <= 3
 
 
+def test_a_record_that_cannot_be_formatted_does_not_stop_the_log() -> None:
+    """A log call whose arguments do not fit its message is written as a
+    one-line logging error naming where it was made, and the lines after
+    it are still written."""
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    stream = io.StringIO()
+    writer = _LogWriter(records, stream, logging.Formatter("%(message)s"))
+    writer.start()
+    try:
+        records.put(
+            logging.makeLogRecord(
+                {
+                    "name": "a.library",
+                    "msg": "%d files",
+                    "args": ("two",),
+                    "pathname": "library.py",
+                    "lineno": 7,
+                }
+            )
+        )
+        records.put(logging.makeLogRecord({"msg": "next"}))
+    finally:
+        writer.stop()
+    assert stream.getvalue().splitlines() == [
+        "--- Logging error: TypeError: %d format: a real number is required,"
+        " not str, in a record of a.library (library.py:7)",
+        "next",
+    ]
+
+
+def test_without_stderr_log_records_are_dropped_not_kept() -> None:
+    """A server started with stderr closed (Python's sys.stderr is None
+    then) still takes each record off the log queue, which would otherwise
+    grow for as long as the server runs."""
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    writer = _LogWriter(records, None, logging.Formatter("%(message)s"))
+    writer.start()
+    try:
+        for n in range(3):
+            records.put(logging.makeLogRecord({"msg": f"line {n}"}))
+    finally:
+        writer.stop()
+    assert records.empty()
+
+
 async def test_sigterm_lets_uploads_finish_then_ends_the_rest() -> None:
     """On SIGTERM the server stops listening, lets uploads in flight finish
     within the grace period, ends the rest with InternalServerError, and
