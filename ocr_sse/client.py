@@ -370,7 +370,12 @@ async def _from_path(
     loop = asyncio.get_running_loop()
     file = await loop.run_in_executor(None, open, path, "rb")
     try:
-        async for chunk in _from_file(file, size, chunk_size, name=path):
+        chunks = (
+            _from_pipe(file.fileno(), chunk_size)
+            if size is None
+            else _from_file(file, size, chunk_size, name=path)
+        )
+        async for chunk in chunks:
             yield chunk
     except OSError as exc:
         # A failed read names no file: say which one it was.
@@ -409,6 +414,45 @@ async def _from_file(
     )
     if left or extra:
         raise UploadError(f"{name} changed size while it was being sent")
+
+
+async def _from_pipe(fd: int, chunk_size: int) -> AsyncGenerator[bytes, None]:
+    """The bytes of a file that is not a regular one (a pipe, a terminal),
+    read when the event loop sees them come.
+
+    A read of a pipe in a thread waits as long as its writer is silent: the
+    thread cannot be stopped, closing the file waits for the read with the
+    event loop stopped, and the program cannot exit.
+    """
+    loop = asyncio.get_running_loop()
+    blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, chunk_size)
+            except BlockingIOError:
+                await _readable(loop, fd)
+                continue
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        os.set_blocking(fd, blocking)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    ready = loop.create_future()
+    loop.add_reader(fd, _set_once, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _from_async(source: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:

@@ -7,8 +7,10 @@ import contextlib
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,34 @@ def test_a_file_piped_to_dev_stdin_is_sent(url: str, files: dict[str, Path]) -> 
         f"stdin  {size(png)}  ✓ PNG 64x48"
     )
     assert result.stderr == b""
+
+
+def test_ctrl_c_while_a_pipe_sends_nothing_exits_130(
+    url: str, files: dict[str, Path]
+) -> None:
+    """Ctrl-C while /dev/stdin is a pipe whose writer sends nothing: exit 130
+    at once, nothing on stderr, rather than waiting for the pipe for ever."""
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "ocr_sse", "upload", "/dev/stdin"]
+    process = subprocess.Popen(
+        [*command, str(files["scan.png"]), "--url", url, "--json"],
+        stdin=read_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(read_end)
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        assert orjson.loads(first)["type"] == "upload_started"
+        time.sleep(0.5)  # the read of the pipe is under way
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=5)
+    finally:
+        os.close(write_end)
+        process.kill()
+        process.wait()
+    assert process.returncode == 130
+    assert stderr == b""
 
 
 def test_names_with_an_escape_or_bytes_not_utf8_are_sent(

@@ -6,6 +6,8 @@ import asyncio
 import io
 import os
 import re
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -264,6 +266,38 @@ async def test_a_pipe_path_is_sent_to_its_end(serve: Serve) -> None:
     ]
     assert isinstance(results(events)[0], ImageValidationSuccess)
     assert isinstance(events[-1], ProcessingComplete)
+
+
+async def test_a_pipe_with_nothing_to_read_can_be_stopped(serve: Serve) -> None:
+    """An upload waiting on a pipe whose writer sends nothing ends at once
+    when it is cancelled: the event loop is not left waiting for the pipe."""
+    client = await serve()
+    read_end, write_end = os.pipe()
+    closed: list[int] = []
+
+    def close_write_end() -> None:
+        os.close(write_end)
+        closed.append(write_end)
+
+    # Should the loop wait for the pipe after all, it ends in 3 s.
+    unblock = threading.Timer(3, close_write_end)
+    unblock.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for _ in upload(
+                    client.session, url(client), [f"/dev/fd/{read_end}"]
+                ):
+                    pass
+        waited = time.monotonic() - started
+    finally:
+        unblock.cancel()
+        unblock.join()
+        if not closed:
+            os.close(write_end)
+        os.close(read_end)
+    assert waited < 2
 
 
 async def test_file_names_reach_the_server_as_given(serve: Serve) -> None:
