@@ -368,7 +368,13 @@ async def _from_path(
     path: str, size: int | None, chunk_size: int
 ) -> AsyncGenerator[bytes, None]:
     loop = asyncio.get_running_loop()
-    file = await loop.run_in_executor(None, open, path, "rb")
+    opening: asyncio.Future[IO[bytes]] = loop.run_in_executor(None, open, path, "rb")
+    try:
+        file = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        # The thread opens the file all the same: close it once opened.
+        opening.add_done_callback(_close_opened)
+        raise
     try:
         chunks = (
             _from_pipe(file.fileno(), chunk_size)
@@ -384,6 +390,11 @@ async def _from_path(
         raise
     finally:
         file.close()
+
+
+def _close_opened(opening: asyncio.Future[IO[bytes]]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 async def _from_file(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
@@ -12,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pytest
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ocr_sse import client as client_module
 from ocr_sse.client import (
     FileSource,
     StreamError,
@@ -412,6 +414,40 @@ async def test_413_raises_with_the_problem_details(serve: Serve) -> None:
     assert error.title == "Content Too Large"
     assert error.detail is not None and "1024" in error.detail
     assert str(error).startswith("413 Content Too Large: ")
+
+
+async def test_a_path_opened_as_its_upload_is_refused_is_closed(
+    serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal that comes while a path is being opened: the file, opened
+    all the same once the upload is over, is closed, not left open for the
+    garbage collector (a ResourceWarning, an error under pytest's
+    filterwarnings = error)."""
+    client = await serve(max_request_size=1024)
+    on_disk = tmp_path / "large.bmp"
+    on_disk.write_bytes(BMP)
+    go_on = threading.Event()
+    opened: list[IO[bytes]] = []
+
+    def slow_open(path: str, mode: str) -> IO[bytes]:
+        go_on.wait(10)
+        opened.append(open(path, mode))
+        return opened[-1]
+
+    monkeypatch.setattr(client_module, "open", slow_open, raising=False)
+    try:
+        with pytest.raises(UploadRefused):
+            await collect(client, [on_disk])
+        go_on.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while not (opened and opened[0].closed):
+                    await asyncio.sleep(0.01)
+        assert opened and opened[0].closed
+    finally:
+        go_on.set()
+        for file in opened:
+            file.close()
 
 
 async def test_expect_continue_refusal_sends_no_body(serve: Serve) -> None:
