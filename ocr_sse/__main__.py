@@ -522,7 +522,9 @@ def _fail(status: int, message: str) -> int:
     except OSError:
         _silence_stdout()
     if sys.stderr is not None:  # None when started with stderr closed
-        print(f"ocr-sse upload: error: {message}", file=sys.stderr)
+        # The message may quote the server or a file name: escaped as the
+        # lines on stdout are, it cannot move the cursor or break the line.
+        print(f"ocr-sse upload: error: {progress.printable(message)}", file=sys.stderr)
     return status
 
 

@@ -336,6 +336,39 @@ async def test_a_server_that_ignores_expect_gets_the_body_after_a_wait(
     assert lines[1].startswith("done: 1 valid, 0 failed of 1 file in ")
 
 
+async def test_a_refusal_cannot_send_escape_codes_to_the_terminal(
+    aiohttp_client: Any, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refusal whose problem document carries control characters (an
+    escape code, a line break) is shown on one line with them escaped, as
+    names and messages of the stream are: exit 2."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        problem = {"title": "Bad\x1b[2J", "status": 422, "detail": "one\ntwo"}
+        return web.Response(
+            status=422,
+            body=orjson.dumps(problem),
+            content_type="application/problem+json",
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/ocr", refuse)
+    client = await aiohttp_client(app)
+    async with asyncio.timeout(5):
+        status = await cli._upload(
+            client.make_url("/api/ocr"),
+            [str(files["scan.png"])],
+            total_files=None,
+            json=False,
+            terminal=False,
+            glyphs=UNICODE,
+        )
+    assert status == 2
+    assert capsys.readouterr().err == (
+        "ocr-sse upload: error: 422 Bad\\x1b[2J: one\\x0atwo\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
