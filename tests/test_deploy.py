@@ -411,6 +411,18 @@ async def test_each_upload_is_logged_in_gunicorns_error_log(stack: Stack) -> Non
     assert f"upload started session_id={session_id}" in stack.gunicorn_log.read_text()
 
 
+async def test_metrics_are_not_passed_on_by_nginx(stack: Stack) -> None:
+    """GET /metrics through nginx is nginx's own 404: the workers' figures
+    stay behind it, where a scraper can still read them."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{stack.url}/metrics") as response:
+            assert response.status == 404
+            assert response.headers["Server"].startswith("nginx")
+        async with session.get(f"{stack.upstream}/metrics") as response:
+            assert response.status == 200
+            assert "ocr_sse_uploads_in_flight" in await response.text()
+
+
 async def test_a_file_over_the_size_limit_is_refused_through_nginx(
     stack: Stack,
 ) -> None:
