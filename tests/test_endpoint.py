@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 import ocr_sse
@@ -1116,9 +1116,11 @@ async def test_silence_is_filled_with_keep_alive_comments(serve: Serve) -> None:
     assert types(read_events(raw)) == ONE_FILE
 
 
-async def test_a_stalled_sender_ends_with_system_timeout(serve: Serve) -> None:
-    """A client that stops sending mid-upload gets SystemTimeout."""
-    client = await serve(read_timeout=0.2)
+async def post_then_fall_silent(
+    client: TestClient[Any, Any],
+) -> tuple[ClientResponse, asyncio.Event]:
+    """Post the first 100 bytes of a one-image upload, then nothing more
+    until the event returned is set."""
     stop = asyncio.Event()
 
     async def body() -> AsyncIterator[bytes]:
@@ -1128,6 +1130,13 @@ async def test_a_stalled_sender_ends_with_system_timeout(serve: Serve) -> None:
     response = await client.post(
         "/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE}
     )
+    return response, stop
+
+
+async def test_a_stalled_sender_ends_with_system_timeout(serve: Serve) -> None:
+    """A client that stops sending mid-upload gets SystemTimeout."""
+    client = await serve(read_timeout=0.2)
+    response, stop = await post_then_fall_silent(client)
     raw = await asyncio.wait_for(response.content.read(), 5)
     stop.set()
     events = read_events(raw)
@@ -1168,15 +1177,7 @@ async def test_a_deadline_and_a_stall_due_at_once_end_the_upload_quietly(
     logged: the stall watch does not move a deadline that has already passed.
     The event loop's clock is moved past both rather than waited for."""
     client = await serve(upload_timeout=10, read_timeout=20)
-    stop = asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield multipart([("images", "a.png", images.png())])[:100]
-        await stop.wait()
-
-    response = await client.post(
-        "/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE}
-    )
+    response, stop = await post_then_fall_silent(client)
     # upload_started is written once the server waits on the body.
     assert (await response.content.readuntil(b"\n\n")).startswith(
         b"event: upload_started\n"

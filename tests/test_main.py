@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
 import aiohttp
 import pytest
@@ -389,25 +389,36 @@ async def test_a_request_that_is_not_http_is_one_debug_line(tmp_path: Path) -> N
     assert "Traceback" not in logged and " WARNING " not in logged, logged
 
 
+@contextlib.contextmanager
+def log_thread(
+    stream: TextIO | None, fmt: str = "%(message)s"
+) -> Iterator[queue.SimpleQueue[logging.LogRecord | None]]:
+    """The queue of a log thread writing to *stream*; on leaving, the thread
+    writes what is queued and ends."""
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    writer = _LogWriter(records, stream, logging.Formatter(fmt))
+    writer.start()
+    try:
+        yield records
+    finally:
+        writer.stop()
+
+
 def test_the_log_thread_formats_each_record_with_its_traceback() -> None:
     """A record reaches the log thread as it was logged, and is formatted
     there: its arguments merged, its traceback written out."""
-    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
     stream = io.StringIO()
-    writer = _LogWriter(records, stream, logging.Formatter("%(levelname)s %(message)s"))
     logger = logging.getLogger("tests.log_thread")
     logger.propagate = False
-    handler = _QueueHandler(records)
-    logger.addHandler(handler)
-    writer.start()
-    try:
+    with log_thread(stream, "%(levelname)s %(message)s") as records:
+        handler = _QueueHandler(records)
+        logger.addHandler(handler)
         try:
             raise ZeroDivisionError("no files")
         except ZeroDivisionError:
             logger.exception("upload failed files=%d reason=%s", 2, "a bug")
-    finally:
-        writer.stop()
-        logger.removeHandler(handler)
+        finally:
+            logger.removeHandler(handler)
     lines = stream.getvalue().splitlines()
     assert lines[0] == "ERROR upload failed files=2 reason=a bug"
     assert lines[1] == "Traceback (most recent call last):"
@@ -425,18 +436,13 @@ def test_log_lines_are_written_in_batches_and_all_of_them_at_stop() -> None:
             return super().write(text)
 
     stream = Stream()
-    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
-    writer = _LogWriter(records, stream, logging.Formatter("%(message)s"))
-    writer.start()
-    try:
+    with log_thread(stream) as records:
         for n in range(100):
             records.put(logging.makeLogRecord({"msg": f"line {n}"}))
         deadline = time.monotonic() + 5
         while stream.getvalue().count("\n") < 100 and time.monotonic() < deadline:
             time.sleep(0.005)
         records.put(logging.makeLogRecord({"msg": "last"}))
-    finally:
-        writer.stop()
     assert stream.getvalue().splitlines() == [f"line {n}" for n in range(100)] + [
         "last"
     ]
@@ -449,11 +455,8 @@ def test_a_record_that_cannot_be_formatted_does_not_stop_the_log() -> None:
     """A log call whose arguments do not fit its message is written as a
     one-line logging error naming where it was made, and the lines after
     it are still written."""
-    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
     stream = io.StringIO()
-    writer = _LogWriter(records, stream, logging.Formatter("%(message)s"))
-    writer.start()
-    try:
+    with log_thread(stream) as records:
         records.put(
             logging.makeLogRecord(
                 {
@@ -466,8 +469,6 @@ def test_a_record_that_cannot_be_formatted_does_not_stop_the_log() -> None:
             )
         )
         records.put(logging.makeLogRecord({"msg": "next"}))
-    finally:
-        writer.stop()
     assert stream.getvalue().splitlines() == [
         "--- Logging error: TypeError: %d format: a real number is required,"
         " not str, in a record of a.library (library.py:7)",
@@ -479,14 +480,9 @@ def test_without_stderr_log_records_are_dropped_not_kept() -> None:
     """A server started with stderr closed (Python's sys.stderr is None
     then) still takes each record off the log queue, which would otherwise
     grow for as long as the server runs."""
-    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
-    writer = _LogWriter(records, None, logging.Formatter("%(message)s"))
-    writer.start()
-    try:
+    with log_thread(None) as records:
         for n in range(3):
             records.put(logging.makeLogRecord({"msg": f"line {n}"}))
-    finally:
-        writer.stop()
     assert records.empty()
 
 
