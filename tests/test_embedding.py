@@ -21,7 +21,7 @@ from ocr_sse.metrics import PrometheusMetrics
 from . import images
 from .test_endpoint import ONE_FILE
 from .test_endpoint import post as post_body
-from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, types
+from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, stalled, types
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -483,14 +483,10 @@ async def test_stop_uploads_on_the_top_app_stops_each_sub_apps_uploads_at_once(
     client = await aiohttp_client(parent)
     whole = multipart([("images", "a.png", images.png())])
 
-    async def stalled() -> AsyncIterator[bytes]:
-        yield whole[:50]
-        await asyncio.sleep(3600)
-
     async def upload(prefix: str) -> list[tuple[str, dict[str, Any]]]:
         response = await client.post(
             f"{prefix}/api/ocr",
-            data=stalled(),
+            data=stalled(whole, until=asyncio.Event()),
             headers={"Content-Type": CONTENT_TYPE},
         )
         return read_events(await response.read())
@@ -519,13 +515,10 @@ async def test_an_app_shutting_down_ends_the_uploads_still_arriving(
     )
     client = await aiohttp_client(app)
     whole = multipart([("images", "a.png", images.png())])
-
-    async def stalled() -> AsyncIterator[bytes]:
-        yield whole[:50]
-        await asyncio.sleep(3600)
-
     response = await client.post(
-        "/api/ocr", data=stalled(), headers={"Content-Type": CONTENT_TYPE}
+        "/api/ocr",
+        data=stalled(whole, until=asyncio.Event()),
+        headers={"Content-Type": CONTENT_TYPE},
     )
     # The stream has started (its head is in): the upload is in flight.
     closing = asyncio.create_task(client.server.close())

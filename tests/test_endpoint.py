@@ -22,7 +22,7 @@ from ocr_sse.handler import RUNTIME
 
 from . import images
 from .conftest import Serve
-from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, types
+from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, stalled, types
 
 ONE_FILE = [
     "upload_started",
@@ -1122,13 +1122,11 @@ async def post_then_fall_silent(
     """Post the first 100 bytes of a one-image upload, then nothing more
     until the event returned is set."""
     stop = asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield multipart([("images", "a.png", images.png())])[:100]
-        await stop.wait()
-
+    body = multipart([("images", "a.png", images.png())])
     response = await client.post(
-        "/api/ocr", data=body(), headers={"Content-Type": CONTENT_TYPE}
+        "/api/ocr",
+        data=stalled(body, until=stop),
+        headers={"Content-Type": CONTENT_TYPE},
     )
     return response, stop
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import orjson
 
-__all__ = ("BOUNDARY", "CONTENT_TYPE", "Part", "frames", "multipart", "read_events")
+__all__ = (
+    "BOUNDARY",
+    "CONTENT_TYPE",
+    "Part",
+    "frames",
+    "multipart",
+    "read_events",
+    "stalled",
+)
 
 BOUNDARY = "testboundary1234"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -35,6 +44,13 @@ def multipart(parts: Iterable[Part], *, boundary: str = BOUNDARY) -> bytes:
             + b"\r\n"
         )
     return body + f"--{boundary}--\r\n".encode()
+
+
+async def stalled(body: bytes, *, until: asyncio.Event) -> AsyncIterator[bytes]:
+    """The first 100 bytes of *body*, inside its first part's head, then
+    nothing more until *until* is set."""
+    yield body[:100]
+    await until.wait()
 
 
 def frames(raw: bytes) -> list[bytes]:
