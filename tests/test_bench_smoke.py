@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import aiohttp
 import pytest
 from PIL import JpegImagePlugin
 
+from ocr_sse import validation
+from ocr_sse.errors import InvalidImage
 from ocr_sse.validation import detect_format, validate
 
 from . import images
@@ -118,6 +121,42 @@ def test_a_failed_run_is_listed_and_fails_the_benchmark(tmp_path: Path) -> None:
         "failed runs:",
         "drain/ceiling: 0/1 ok; ['TimeoutError: ']",
     ]
+
+
+def bare_context(bench: Any, threads: int) -> Any:
+    _, plan = bench.parse_args(["--quick", "--threads", str(threads)])
+    return bench.Context(plan=plan, payloads=None, limits=None, session=None)
+
+
+def test_bare_validation_validates_every_file_once_in_its_threads() -> None:
+    """Bare validation runs ocr_sse's validation on each file exactly once,
+    off the calling thread, and counts them all in its files/s."""
+    bench = load_script(BENCH)
+    blobs = [images.png(width=8 + i, height=8) for i in range(9)]
+    seen: list[tuple[int, int]] = []
+    original = validation.validate
+
+    def recording(data: bytes, **facts: Any) -> Any:
+        seen.append((facts["file_index"], threading.get_ident()))
+        return original(data, **facts)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validation, "validate", recording)
+        out = bench.bare_validation(bare_context(bench, threads=2), blobs)
+
+    assert sorted(index for index, _ in seen) == list(range(9))
+    assert threading.get_ident() not in {thread for _, thread in seen}
+    assert out["files_per_s"] == pytest.approx(9 / out["wall_s"])
+
+
+def test_bare_validation_fails_on_a_file_that_does_not_validate() -> None:
+    """A file that fails bare validation fails the run, rather than leaving
+    a figure timed over fewer files than it claims."""
+    bench = load_script(BENCH)
+    blobs = [images.png(), images.truncated(images.jpeg()), images.png()]
+
+    with pytest.raises(InvalidImage, match="does not decode"):
+        bench.bare_validation(bare_context(bench, threads=2), blobs)
 
 
 def test_ratios_pair_the_runs_of_one_repetition() -> None:
