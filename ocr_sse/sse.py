@@ -197,7 +197,15 @@ class EventStreamParser:
             if "\0" not in value:
                 self.last_event_id = value
         elif name == "retry" and _DIGITS.fullmatch(value):
-            self.retry = self._block_retry = int(value)
+            # Leading zeros do not change the number, but int() counts them
+            # towards its limit on digits (4300): 0001000 is 1000.  A number
+            # with more digits than int() reads is no reconnection time a
+            # client can wait for, and is ignored rather than raised.
+            try:
+                retry = int(value.lstrip("0") or "0")
+            except ValueError:
+                return None
+            self.retry = self._block_retry = retry
         # Any other field, and a retry that is not all digits, is ignored.
         return None
 

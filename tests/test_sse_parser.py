@@ -178,6 +178,17 @@ def test_retry_that_is_not_digits_is_ignored() -> None:
     assert parser.retry == 10
 
 
+def test_retry_with_thousands_of_digits_does_not_raise() -> None:
+    """A ``retry`` of many leading zeros is its number; one of more digits
+    than Python reads is ignored, and the events around it still come."""
+    parser = EventStreamParser()
+    assert parser.feed(
+        b"retry: " + b"0" * 5000 + b"1000\ndata: x\n\n"
+        b"retry: " + b"9" * 5000 + b"\ndata: y\n\n"
+    ) == [ServerSentEvent(data="x", retry=1000), ServerSentEvent(data="y")]
+    assert parser.retry == 1000
+
+
 def test_unknown_fields_are_ignored() -> None:
     """Other fields are ignored; field names are case-sensitive."""
     assert parse(b"foo: bar\nData: no\nEVENT: no\ndata: x\n\n") == [
