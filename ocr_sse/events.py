@@ -371,7 +371,7 @@ def _read_value(hint: Any, value: Any, where: str) -> Any:
     if hint is uuid.UUID:
         return _parse(uuid.UUID, value, where, "a UUID")
     if hint is datetime:
-        moment = _parse(datetime.fromisoformat, value, where, "an RFC 3339 time")
+        moment = _parse(_rfc3339, value, where, "an RFC 3339 time")
         if moment.tzinfo is None:  # RFC 3339 times always carry an offset
             raise InvalidEventError(f"{where} must be an RFC 3339 time, not {value!r}")
         return moment
@@ -401,6 +401,12 @@ def _read_error_code(value: Any, where: str) -> ErrorCode:
         return code
     code = _read_object(cls, fields, f"{where}.{name}")
     return code
+
+
+def _rfc3339(value: str) -> datetime:
+    # RFC 3339 section 5.6: "the "T" and "Z" characters in this syntax may
+    # alternatively be lower case "t" or "z"", which fromisoformat() refuses.
+    return datetime.fromisoformat(value.upper())
 
 
 def _parse(parse: Any, value: Any, where: str, what: str) -> Any:

@@ -754,6 +754,14 @@ def test_from_json_reads_unit_error_codes() -> None:
         assert event.error_code == code
 
 
+def test_from_json_reads_lower_case_t_and_z() -> None:
+    """An RFC 3339 time written with a lower-case t and z is read as UTC."""
+    raw = orjson.loads(to_json(STARTED))
+    raw["data"]["timestamp"] = "2026-11-22t10:00:00.123456z"
+    event = from_json(orjson.dumps(raw))
+    assert event.timestamp == datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC)
+
+
 def test_from_json_ignores_added_fields() -> None:
     """Fields the contract may add later do not break decoding."""
     raw = orjson.loads(to_json(STARTED))
