@@ -22,7 +22,15 @@ from ocr_sse.handler import RUNTIME
 
 from . import images
 from .conftest import Serve
-from .wire import BOUNDARY, CONTENT_TYPE, multipart, read_events, stalled, types
+from .wire import (
+    BOUNDARY,
+    CONTENT_TYPE,
+    failed_with,
+    multipart,
+    read_events,
+    stalled,
+    types,
+)
 
 ONE_FILE = [
     "upload_started",
@@ -345,10 +353,9 @@ async def test_a_temporary_file_the_disk_refuses_is_the_servers_failure(
     )
     assert status == 200
     events = read_events(raw)
-    assert types(events) == ["upload_started", "processing_error"]
-    assert events[-1][1]["error_type"] == "InternalServerError"
-    assert events[-1][1]["error_message"] == (
-        "the server could not store the file: [Errno 28] No space left on device"
+    assert failed_with(events) == (
+        "InternalServerError",
+        "the server could not store the file: [Errno 28] No space left on device",
     )
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [(r.getMessage().split(" session_id=")[0], r.exc_info) for r in errors] == [
@@ -786,10 +793,9 @@ async def test_a_body_not_in_its_content_encoding_is_malformed(
     )
     assert status == 200
     events = read_events(raw)
-    assert types(events) == ["upload_started", "processing_error"]
-    assert events[-1][1]["error_type"] == "MultipartParsingError"
-    assert events[-1][1]["error_message"] == (
-        "malformed multipart body: Can not decode content-encoding: gzip"
+    assert failed_with(events) == (
+        "MultipartParsingError",
+        "malformed multipart body: Can not decode content-encoding: gzip",
     )
 
 
@@ -801,9 +807,9 @@ async def test_a_nested_multipart_part_is_said_to_be_unsupported(
     client = await serve()
     _, _, raw = await post(client, MALFORMED["nested multipart"])
     events = read_events(raw)
-    assert types(events) == ["upload_started", "processing_error"]
-    assert events[-1][1]["error_message"] == (
-        "nested multipart parts are not supported (RFC 7578 section 4.3)"
+    assert failed_with(events) == (
+        "MultipartParsingError",
+        "nested multipart parts are not supported (RFC 7578 section 4.3)",
     )
 
 
@@ -816,9 +822,10 @@ async def test_an_upload_without_files_says_it_has_no_images_part(
     client = await serve()
     _, _, raw = await post(client, MALFORMED[case])
     events = read_events(raw)
-    assert types(events) == ["upload_started", "processing_error"]
-    assert events[-1][1]["error_type"] == "MultipartParsingError"
-    assert events[-1][1]["error_message"] == "the upload has no 'images' part"
+    assert failed_with(events) == (
+        "MultipartParsingError",
+        "the upload has no 'images' part",
+    )
 
 
 async def test_a_boundary_line_with_more_after_the_boundary_is_malformed(
@@ -910,9 +917,9 @@ async def test_a_preamble_of_up_to_1024_bytes_is_skipped(
     assert types(read_events(raw)) == ONE_FILE
     _, _, raw = await post(client, b"x" + preamble + body)
     events = read_events(raw)
-    assert types(events) == ["upload_started", "processing_error"]
-    assert events[-1][1]["error_message"] == (
-        "malformed multipart body: no boundary in the first 1024 bytes"
+    assert failed_with(events) == (
+        "MultipartParsingError",
+        "malformed multipart body: no boundary in the first 1024 bytes",
     )
 
 
@@ -966,9 +973,9 @@ async def test_large_form_fields_end_the_upload(serve: Serve) -> None:
         multipart([("note", None, b"x" * 101), ("images", "a.png", images.png())]),
     )
     events = read_events(raw)
-    assert types(events) == ["upload_started", "processing_error"]
-    assert (
-        events[-1][1]["error_message"] == "a form field is over the limit of 100 bytes"
+    assert failed_with(events) == (
+        "MultipartParsingError",
+        "a form field is over the limit of 100 bytes",
     )
 
 
@@ -1138,9 +1145,10 @@ async def test_a_stalled_sender_ends_with_system_timeout(serve: Serve) -> None:
     raw = await asyncio.wait_for(response.content.read(), 5)
     stop.set()
     events = read_events(raw)
-    assert types(events) == ["upload_started", "processing_error"]
-    assert events[-1][1]["error_type"] == "SystemTimeout"
-    assert events[-1][1]["error_message"] == "the client sent nothing for 0.2 s"
+    assert failed_with(events) == (
+        "SystemTimeout",
+        "the client sent nothing for 0.2 s",
+    )
 
 
 async def test_an_upload_over_its_deadline_ends_with_system_timeout(
@@ -1162,9 +1170,10 @@ async def test_an_upload_over_its_deadline_ends_with_system_timeout(
     raw = await asyncio.wait_for(response.content.read(), 5)
     stop.set()
     events = read_events(raw)
-    assert types(events) == ["upload_started", "processing_error"]
-    assert events[-1][1]["error_type"] == "SystemTimeout"
-    assert events[-1][1]["error_message"] == "the upload took longer than 0.3 s"
+    assert failed_with(events) == (
+        "SystemTimeout",
+        "the upload took longer than 0.3 s",
+    )
 
 
 async def test_a_deadline_and_a_stall_due_at_once_end_the_upload_quietly(
@@ -1315,8 +1324,7 @@ async def test_part_heads_are_read_as_aiohttp_reads_them(
     events = read_events(raw)
     assert status == 200
     if outcome == "MultipartParsingError":
-        assert types(events) == ["upload_started", "processing_error"]
-        assert events[-1][1]["error_type"] == outcome
+        assert failed_with(events)[0] == outcome
     else:
         (success,) = only(events, "image_validation_success")
         assert success["file_info"]["file_name"] == outcome

@@ -13,10 +13,12 @@ __all__ = (
     "BOUNDARY",
     "CONTENT_TYPE",
     "Part",
+    "failed_with",
     "frames",
     "multipart",
     "read_events",
     "stalled",
+    "types",
 )
 
 BOUNDARY = "testboundary1234"
@@ -94,3 +96,11 @@ def read_events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
 def types(events: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     """Only the event types, in order."""
     return [name for name, _ in events]
+
+
+def failed_with(events: Sequence[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
+    """The error type and message of a stream that failed before any file
+    was received: ``upload_started`` then ``processing_error``, nothing else."""
+    assert types(events) == ["upload_started", "processing_error"]
+    error = events[-1][1]
+    return error["error_type"], error["error_message"]
